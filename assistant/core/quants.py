@@ -1,0 +1,377 @@
+"""ggml block quantization: vectorized dequantizers for every common type, and quantizers.
+
+Every dequantizer works on a ``(n_blocks, bytes_per_block)`` ``uint8`` view of the raw
+tensor bytes (zero-copy out of the memory map) with whole-array numpy operations, and
+performs the same float32 operations in the same order as ggml's reference code, so the
+result is bit-for-bit what llama.cpp (and ``gguf.quants``) produce.
+
+How the engine keeps weights (see :mod:`assistant.core.weights`):
+
+* ``speed`` memory mode: each matrix is dequantized once, lazily on first use, to float32
+  stored transposed ``(in, out)``: 4 bytes per weight resident, the layout numpy's BLAS
+  streams fastest for one-row products.
+* ``lean`` memory mode: each matrix is kept as int8 codes ``(in, out)`` plus float32
+  per-block scales and minimums (1 byte + 8/32 bytes per weight, ~1.3 bytes/weight for
+  32-element blocks) and expanded tile by tile into a cache-resident float32 buffer for
+  each product. The per-element value is ``code * scale + min``, which reproduces the
+  dequantized weight exactly for the types whose decode is of that form (see
+  :func:`split_codes`).
+
+Quantizers (:func:`quantize`) follow ggml's reference rounding for Q8_0, Q4_0, Q4_1, Q5_0
+and Q5_1, matching ``gguf.quants.quantize`` byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .gguf import GGML_TYPES, GGMLType, GGUFError, type_name
+
+QK_K: Final = 256
+F32Array = npt.NDArray[np.float32]
+U8Array = npt.NDArray[np.uint8]
+
+_IQ4NL_VALUES: Final = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
+
+class QuantError(GGUFError):
+    """A tensor uses a quantization type we cannot (de)quantize."""
+
+
+def _nibbles(qs: U8Array, n_blocks: int, half: int) -> U8Array:
+    """Unpack ``(n_blocks, half)`` bytes into ``(n_blocks, 2*half)`` 4-bit values.
+
+    ggml's layout puts the low nibbles of a block first, then the high nibbles.
+    """
+    out = np.empty((n_blocks, 2, half), dtype=np.uint8)
+    np.bitwise_and(qs, np.uint8(0x0F), out=out[:, 0, :])
+    np.right_shift(qs, np.uint8(4), out=out[:, 1, :])
+    return out.reshape(n_blocks, 2 * half)
+
+
+def _f16(col: U8Array) -> F32Array:
+    """``(n_blocks, 2)`` bytes -> ``(n_blocks, 1)`` float32 from little-endian float16."""
+    return np.ascontiguousarray(col).view(np.float16).astype(np.float32)
+
+
+def _bits(qh: U8Array, n_blocks: int, n_bits: int) -> U8Array:
+    """Little-endian bit unpacking: ``(n_blocks, n_bits//8)`` bytes -> ``(n_blocks, n_bits)``."""
+    return np.unpackbits(np.ascontiguousarray(qh), axis=1, bitorder="little")[:, :n_bits]
+
+
+def _deq_q4_0(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    q = _nibbles(b[:, 2:18], n, 16).astype(np.int8) - np.int8(8)
+    return d * q.astype(np.float32)
+
+
+def _deq_q4_1(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    m = _f16(b[:, 2:4])
+    q = _nibbles(b[:, 4:20], n, 16).astype(np.float32)
+    return d * q + m
+
+
+def _deq_q5_0(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    qh = _bits(b[:, 2:6], n, 32)
+    q = (_nibbles(b[:, 6:22], n, 16) | (qh << np.uint8(4))).astype(np.int8) - np.int8(16)
+    return d * q.astype(np.float32)
+
+
+def _deq_q5_1(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    m = _f16(b[:, 2:4])
+    qh = _bits(b[:, 4:8], n, 32)
+    q = (_nibbles(b[:, 8:24], n, 16) | (qh << np.uint8(4))).astype(np.float32)
+    return d * q + m
+
+
+def _deq_q8_0(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    q = np.ascontiguousarray(b[:, 2:34]).view(np.int8).astype(np.float32)
+    return q * d
+
+
+def _deq_iq4_nl(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    table = np.array(_IQ4NL_VALUES, dtype=np.float32)
+    q = table[_nibbles(b[:, 2:18], n, 16)]
+    return d * q
+
+
+def _deq_q2_k(b: U8Array, n: int) -> F32Array:
+    scales = b[:, 0:16]
+    qs = b[:, 16:80]
+    d = _f16(b[:, 80:82])
+    dmin = _f16(b[:, 82:84])
+    dl = (d * (scales & np.uint8(0xF)).astype(np.float32)).reshape(n, 16, 1)
+    ml = (dmin * (scales >> np.uint8(4)).astype(np.float32)).reshape(n, 16, 1)
+    # Each 32-byte half holds four 2-bit planes: element order is (half, plane, byte).
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
+    q = (qs.reshape(n, 2, 1, 32) >> shifts) & np.uint8(3)
+    qf = q.reshape(n, 16, 16).astype(np.float32)
+    return (dl * qf - ml).reshape(n, QK_K)
+
+
+def _deq_q3_k(b: U8Array, n: int) -> F32Array:
+    hmask = b[:, 0:32]
+    qs = b[:, 32:96]
+    sc = b[:, 96:108]
+    d = _f16(b[:, 108:110])
+    # 16 six-bit scales: low 4 bits from bytes 0..7 (low then high nibble), high 2 bits
+    # from bytes 8..11 (four 2-bit fields each).
+    low = np.concatenate([sc[:, 0:8] & np.uint8(0x0F), sc[:, 0:8] >> np.uint8(4)], axis=1)
+    hs = sc[:, 8:12].reshape(n, 1, 4) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 4, 1)
+    high = (hs.reshape(n, 16) & np.uint8(3)) << np.uint8(4)
+    scales = ((low | high).astype(np.int8) - np.int8(32)).astype(np.float32)
+    dl = (d * scales).reshape(n, 16, 1)
+    ql = (qs.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3)
+    hb = (hmask.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
+    # ggml subtracts 4 where the high-mask bit is *clear*.
+    q = ql.reshape(n, 16, 16).astype(np.int8) - ((hb ^ np.uint8(1)) << np.uint8(2)).reshape(n, 16, 16).astype(np.int8)
+    return (dl * q.astype(np.float32)).reshape(n, QK_K)
+
+
+def _scale_min_k4(sc: U8Array, n: int) -> tuple[U8Array, U8Array]:
+    """Unpack the 12-byte, 8 x (6-bit scale, 6-bit min) field of Q4_K and Q5_K."""
+    s = sc.reshape(n, 3, 4)
+    a = s[:, 0, :]
+    m = s[:, 1, :]
+    md = s[:, 2, :]
+    scales = np.concatenate([a & np.uint8(0x3F), (md & np.uint8(0x0F)) | ((a >> np.uint8(2)) & np.uint8(0x30))], axis=1)
+    mins = np.concatenate([m & np.uint8(0x3F), (md >> np.uint8(4)) | ((m >> np.uint8(2)) & np.uint8(0x30))], axis=1)
+    return scales, mins
+
+
+def _deq_q4_k(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    dmin = _f16(b[:, 2:4])
+    sc, mn = _scale_min_k4(b[:, 4:16], n)
+    dl = (d * sc.astype(np.float32)).reshape(n, 8, 1)
+    ml = (dmin * mn.astype(np.float32)).reshape(n, 8, 1)
+    # 4 chunks of 32 bytes; each gives 32 low-nibble then 32 high-nibble values.
+    q = _nibbles(b[:, 16:144].reshape(n * 4, 32), n * 4, 32).reshape(n, 8, 32).astype(np.float32)
+    return (dl * q - ml).reshape(n, QK_K)
+
+
+def _deq_q5_k(b: U8Array, n: int) -> F32Array:
+    d = _f16(b[:, 0:2])
+    dmin = _f16(b[:, 2:4])
+    sc, mn = _scale_min_k4(b[:, 4:16], n)
+    dl = (d * sc.astype(np.float32)).reshape(n, 8, 1)
+    ml = (dmin * mn.astype(np.float32)).reshape(n, 8, 1)
+    qh = b[:, 16:48]
+    ql = _nibbles(b[:, 48:176].reshape(n * 4, 32), n * 4, 32).reshape(n, 8, 32)
+    hb = (qh.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
+    q = (ql | (hb << np.uint8(4))).astype(np.float32)
+    return (dl * q - ml).reshape(n, QK_K)
+
+
+def _deq_q6_k(b: U8Array, n: int) -> F32Array:
+    ql = b[:, 0:128]
+    qh = b[:, 128:192]
+    scales = np.ascontiguousarray(b[:, 192:208]).view(np.int8).astype(np.float32)
+    d = _f16(b[:, 208:210])
+    dl = (d * scales).reshape(n, 16, 1)
+    lo = _nibbles(ql.reshape(n * 2, 64), n * 2, 64).reshape(n, 2, 4, 32)
+    hi = ((qh.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3))
+    q = (lo | (hi << np.uint8(4))).astype(np.int8) - np.int8(32)
+    return (dl * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
+
+
+def _deq_blocks(type_id: int, blocks: U8Array, n: int) -> F32Array:
+    if type_id == GGMLType.Q4_0:
+        return _deq_q4_0(blocks, n)
+    if type_id == GGMLType.Q4_1:
+        return _deq_q4_1(blocks, n)
+    if type_id == GGMLType.Q5_0:
+        return _deq_q5_0(blocks, n)
+    if type_id == GGMLType.Q5_1:
+        return _deq_q5_1(blocks, n)
+    if type_id == GGMLType.Q8_0:
+        return _deq_q8_0(blocks, n)
+    if type_id == GGMLType.Q2_K:
+        return _deq_q2_k(blocks, n)
+    if type_id == GGMLType.Q3_K:
+        return _deq_q3_k(blocks, n)
+    if type_id == GGMLType.Q4_K:
+        return _deq_q4_k(blocks, n)
+    if type_id == GGMLType.Q5_K:
+        return _deq_q5_k(blocks, n)
+    if type_id == GGMLType.Q6_K:
+        return _deq_q6_k(blocks, n)
+    if type_id == GGMLType.IQ4_NL:
+        return _deq_iq4_nl(blocks, n)
+    raise QuantError(f"dequantizing {type_name(type_id)} is not supported")
+
+
+SUPPORTED_TYPES: Final = (
+    GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_1,
+    GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
+    GGMLType.Q6_K, GGMLType.IQ4_NL,
+)
+
+# Rows per chunk when dequantizing big tensors: bounds the temporaries to a few MB.
+_CHUNK_BLOCKS: Final = 1 << 15
+
+
+def dequantize(type_id: int, raw: U8Array, shape: tuple[int, ...], name: str = "tensor") -> F32Array:
+    """Dequantize raw ggml bytes to a float32 array of ``shape`` (numpy order).
+
+    ``raw`` is the tensor's bytes (a zero-copy view is fine). Raises :class:`QuantError`
+    naming the type and the tensor when the type is not supported.
+    """
+    info = GGML_TYPES.get(type_id)
+    if info is None or type_id not in SUPPORTED_TYPES:
+        raise QuantError(
+            f"tensor {name!r} uses {type_name(type_id)}, which this engine cannot dequantize; "
+            f"supported: {', '.join(type_name(t) for t in SUPPORTED_TYPES)}"
+        )
+    _tname, block, bsize = info
+    n_el = 1
+    for s in shape:
+        n_el *= s
+    if raw.size * block != n_el * bsize:
+        raise QuantError(
+            f"tensor {name!r}: {raw.size} bytes do not hold {n_el} {type_name(type_id)} values"
+        )
+    if type_id == GGMLType.F32:
+        return np.frombuffer(raw, dtype=np.float32).reshape(shape).copy()
+    if type_id == GGMLType.F16:
+        return np.frombuffer(raw, dtype=np.float16).astype(np.float32).reshape(shape)
+    if type_id == GGMLType.BF16:
+        wide = np.frombuffer(raw, dtype=np.uint16).astype(np.uint32) << np.uint32(16)
+        return wide.view(np.float32).reshape(shape)
+    n_blocks = n_el // block
+    blocks = raw.reshape(n_blocks, bsize)
+    out = np.empty((n_blocks, block), dtype=np.float32)
+    for start in range(0, n_blocks, _CHUNK_BLOCKS):
+        stop = min(n_blocks, start + _CHUNK_BLOCKS)
+        out[start:stop] = _deq_blocks(type_id, blocks[start:stop], stop - start)
+    return out.reshape(shape)
+
+
+# ---------------------------------------------------------------------- lean layout
+
+def split_codes(type_id: int, raw: U8Array, rows: int, cols: int) -> tuple[npt.NDArray[np.int8], F32Array, F32Array] | None:
+    """Split a 32-element-block tensor into ``(codes, scales, mins)`` for lean mode.
+
+    Returns codes ``(rows, cols)`` int8 and per-block ``scales``/``mins`` ``(rows,
+    cols // 32)`` float32 such that ``codes * scale + min`` is bit-identical to
+    :func:`dequantize` (for Q4_0/Q5_0/Q8_0/IQ4_NL mins are zero and codes are the signed
+    integers ggml multiplies by ``d``). Returns ``None`` for types without that form
+    (the K-quants: callers keep float32 for those).
+    """
+    n_blocks = rows * cols // 32
+    if type_id not in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0):
+        return None
+    bsize = GGML_TYPES[type_id][2]
+    b = raw.reshape(n_blocks, bsize)
+    d = _f16(b[:, 0:2]).reshape(rows, cols // 32)
+    zeros = np.zeros_like(d)
+    if type_id == GGMLType.Q8_0:
+        codes = np.ascontiguousarray(b[:, 2:34]).view(np.int8)
+        return codes.reshape(rows, cols), d, zeros
+    if type_id == GGMLType.Q4_0:
+        codes = _nibbles(b[:, 2:18], n_blocks, 16).astype(np.int8) - np.int8(8)
+        return codes.reshape(rows, cols), d, zeros
+    if type_id == GGMLType.Q5_0:
+        qh = _bits(b[:, 2:6], n_blocks, 32)
+        codes = (_nibbles(b[:, 6:22], n_blocks, 16) | (qh << np.uint8(4))).astype(np.int8) - np.int8(16)
+        return codes.reshape(rows, cols), d, zeros
+    m = _f16(b[:, 2:4]).reshape(rows, cols // 32)
+    if type_id == GGMLType.Q4_1:
+        codes = _nibbles(b[:, 4:20], n_blocks, 16).astype(np.int8)
+        return codes.reshape(rows, cols), d, m
+    qh = _bits(b[:, 4:8], n_blocks, 32)
+    codes = (_nibbles(b[:, 8:24], n_blocks, 16) | (qh << np.uint8(4))).astype(np.int8)
+    return codes.reshape(rows, cols), d, m
+
+
+# ---------------------------------------------------------------------- quantizers
+
+QUANTIZE_TYPES: Final[dict[str, int]] = {
+    "q8_0": GGMLType.Q8_0, "q4_0": GGMLType.Q4_0, "q4_1": GGMLType.Q4_1,
+    "q5_0": GGMLType.Q5_0, "q5_1": GGMLType.Q5_1, "f16": GGMLType.F16, "f32": GGMLType.F32,
+}
+
+
+def _round_away(x: F32Array) -> F32Array:
+    """C's ``roundf``: halves away from zero (numpy rounds halves to even)."""
+    a = np.floor(np.abs(x) + np.float32(0.5)).astype(np.float32)
+    return np.copysign(a, x).astype(np.float32)
+
+
+def _inverse(d: F32Array) -> F32Array:
+    with np.errstate(divide="ignore"):
+        return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+
+
+def _pack_nibbles(q: U8Array) -> U8Array:
+    half = q.shape[1] // 2
+    lo: U8Array = q[:, :half] & np.uint8(0x0F)
+    hi: U8Array = (q[:, half:] & np.uint8(0x0F)) << np.uint8(4)
+    return lo | hi
+
+
+def _f16_bytes(x: F32Array) -> U8Array:
+    return x.astype(np.float16).view(np.uint8).reshape(x.shape[0], 2)
+
+
+def _signed_max(x: F32Array) -> F32Array:
+    """The element of largest magnitude in each row, with its sign (first one on ties)."""
+    idx = np.abs(x).argmax(axis=1).reshape(-1, 1)
+    return np.take_along_axis(x, idx, axis=1)
+
+
+def quantize_blocks(type_id: int, x: F32Array) -> U8Array:
+    """Quantize float32 blocks ``(n_blocks, 32)`` into ``(n_blocks, bytes_per_block)``."""
+    n = x.shape[0]
+    if type_id == GGMLType.Q8_0:
+        d = (np.abs(x).max(axis=1, keepdims=True) / np.float32(127)).astype(np.float32)
+        q = _round_away(x * _inverse(d)).astype(np.int8).view(np.uint8)
+        return np.concatenate([_f16_bytes(d), q], axis=1)
+    if type_id in (GGMLType.Q4_0, GGMLType.Q5_0):
+        levels = 8 if type_id == GGMLType.Q4_0 else 16
+        d = (_signed_max(x) / np.float32(-levels)).astype(np.float32)
+        top = 15 if type_id == GGMLType.Q4_0 else 31
+        q = np.trunc(x * _inverse(d) + np.float32(levels + 0.5)).astype(np.float32)
+        qi = np.clip(q, 0, top).astype(np.uint8)
+        if type_id == GGMLType.Q4_0:
+            return np.concatenate([_f16_bytes(d), _pack_nibbles(qi)], axis=1)
+        qh = np.packbits(qi >> np.uint8(4), axis=1, bitorder="little")
+        return np.concatenate([_f16_bytes(d), qh, _pack_nibbles(qi)], axis=1)
+    if type_id in (GGMLType.Q4_1, GGMLType.Q5_1):
+        top = 15 if type_id == GGMLType.Q4_1 else 31
+        mx = x.max(axis=1, keepdims=True)
+        mn = x.min(axis=1, keepdims=True)
+        d = ((mx - mn) / np.float32(top)).astype(np.float32)
+        q = np.trunc((x - mn) * _inverse(d) + np.float32(0.5)).astype(np.float32)
+        qi = np.clip(q, 0, top).astype(np.uint8)
+        if type_id == GGMLType.Q4_1:
+            return np.concatenate([_f16_bytes(d), _f16_bytes(mn), _pack_nibbles(qi)], axis=1)
+        qh = np.packbits(qi >> np.uint8(4), axis=1, bitorder="little")
+        return np.concatenate([_f16_bytes(d), _f16_bytes(mn), qh, _pack_nibbles(qi)], axis=1)
+    raise QuantError(f"quantizing to {type_name(type_id)} is not supported")
+
+
+def quantize(type_id: int, x: F32Array) -> U8Array:
+    """Quantize a float32 array (last axis a multiple of the block size) to raw bytes."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if type_id == GGMLType.F32:
+        return x.reshape(-1).view(np.uint8)
+    if type_id == GGMLType.F16:
+        return x.astype(np.float16).reshape(-1).view(np.uint8)
+    block = GGML_TYPES[type_id][1]
+    if x.shape[-1] % block != 0:
+        raise QuantError(f"row length {x.shape[-1]} is not a multiple of {block}")
+    blocks = x.reshape(-1, block)
+    out = np.empty((blocks.shape[0], GGML_TYPES[type_id][2]), dtype=np.uint8)
+    for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
+        stop = min(blocks.shape[0], start + _CHUNK_BLOCKS)
+        out[start:stop] = quantize_blocks(type_id, blocks[start:stop])
+    return out.reshape(-1)
