@@ -1,0 +1,94 @@
+"""Pre-tokenizers for byte-level BPE vocabularies, selected by ``tokenizer.ggml.pre``.
+
+Each pre-tokenizer is a list of regular expressions applied in turn, as llama.cpp's
+``unicode_regex_split`` does: every expression splits each fragment left by the previous
+one into its matches *and* the unmatched gaps between them, and a match never crosses a
+fragment boundary (so a lookahead cannot see past the end of its fragment). The
+expressions are the ones llama.cpp uses; the ``regex`` package supplies the ``\\p{L}``
+and ``\\p{N}`` classes that the standard library lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import regex
+
+_GPT2: Final = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+_LLAMA3: Final = (
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2: Final = (
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_DEEPSEEK_LETTERS: Final = (
+    "A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃"
+)
+
+# name in tokenizer.ggml.pre -> expressions, applied in order.
+PRETOKENIZERS: Final[dict[str, tuple[str, ...]]] = {
+    "default": (
+        r"[\p{P}\$\+<=>\^~\|]+",
+        _GPT2,
+        r"\p{N}+",
+        r"[0-9][0-9][0-9]",
+    ),
+    "gpt-2": (_GPT2,),
+    "gpt2": (_GPT2,),
+    "llama-bpe": (_LLAMA3,),
+    "llama3": (_LLAMA3,),
+    "llama-v3": (_LLAMA3,),
+    "qwen2": (_QWEN2,),
+    "smollm": (r"\p{N}", _GPT2),
+    "starcoder": (r"\p{N}", _GPT2),
+    "deepseek-llm": (
+        r"[\r\n]",
+        r"\s?[" + _DEEPSEEK_LETTERS + r"]+",
+        r"\s?[!-/:-~！-／：-～‘-‟　-。]+",
+        r"\s+$",
+        r"[一-龥ࠀ-一가-퟿]+",
+        r"\p{N}+",
+    ),
+}
+
+# Pre-tokenizers whose merges are skipped when a whole word is already a token.
+IGNORE_MERGES: Final = frozenset({"llama-bpe", "llama3", "llama-v3"})
+# Pre-tokenizers for which llama.cpp does not clean up spaces when detokenizing.
+NO_CLEAN_SPACES: Final = frozenset({"llama-bpe", "llama3", "llama-v3", "qwen2", "smollm", "deepseek-llm"})
+
+
+class PreTokenizer:
+    """Splits text into the words that BPE merges within."""
+
+    def __init__(self, name: str) -> None:
+        exprs = PRETOKENIZERS.get(name)
+        if exprs is None:
+            raise ValueError(
+                f"pre-tokenizer {name!r} (tokenizer.ggml.pre) is not supported; "
+                f"supported: {', '.join(sorted(PRETOKENIZERS))}"
+            )
+        self.name = name
+        self.patterns: list[regex.Pattern[str]] = [regex.compile(e) for e in exprs]
+
+    def split(self, text: str) -> list[str]:
+        """The words of ``text``; their concatenation is ``text``."""
+        frags: list[str] = [text] if text else []
+        for pat in self.patterns:
+            out: list[str] = []
+            for frag in frags:
+                start = 0
+                for m in pat.finditer(frag):
+                    s = m.start()
+                    e = m.end()
+                    if s == e:
+                        continue
+                    if s > start:
+                        out.append(frag[start:s])
+                    out.append(frag[s:e])
+                    start = e
+                if start < len(frag):
+                    out.append(frag[start:])
+            frags = out
+        return frags
