@@ -1,0 +1,100 @@
+"""``gemma3``: Gemma 3 text models.
+
+Differences from LLaMA: the embedding is scaled by ``sqrt(dim)``; RMS norms on queries and
+keys (per head); extra norms after attention and after the feed-forward; a GELU-gated
+feed-forward; five sliding-window ("local") layers for every global one, with their own
+rope base (10,000); queries scaled by ``1/sqrt(key_length)``; output head tied to the
+embedding. Gemma's ``(1 + w)`` norm convention is already folded into the GGUF weights by
+the converter, so plain RMSNorm applies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from ..gguf import GGUFFile
+from ..ops import Rope, attention, gelu_tanh, rms_norm
+from ..transformer import Block, KVCache, ModelArgs, Transformer
+from ..weights import Linear, WeightLoader
+
+F32 = npt.NDArray[np.float32]
+
+LOCAL_ROPE_BASE = 10000.0
+# Layers il with (il + 1) % SWA_PERIOD != 0 are sliding-window layers.
+SWA_PERIOD = 6
+
+
+class Gemma3Block(Block):
+    def __init__(self, args: ModelArgs, loader: WeightLoader, layer: int, rope: Rope,
+                 window: int, query_scale: float) -> None:
+        p = f"blk.{layer}."
+        self.n_heads = args.n_heads
+        self.n_kv = args.n_kv_heads
+        self.head_dim = args.head_dim
+        self.eps = args.eps
+        self.rope = rope
+        self.window = window
+        self.query_scale = query_scale
+        self.ffn_dim = args.ffn_dim
+        self.attn_norm = loader.vector(p + "attn_norm.weight")
+        self.q_norm = loader.vector(p + "attn_q_norm.weight")
+        self.k_norm = loader.vector(p + "attn_k_norm.weight")
+        self.post_attn_norm = loader.vector(p + "post_attention_norm.weight")
+        self.ffn_norm = loader.vector(p + "ffn_norm.weight")
+        self.post_ffn_norm = loader.vector(p + "post_ffw_norm.weight")
+        self.qkv: Linear = loader.linear([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"])
+        self.wo: Linear = loader.linear([p + "attn_output.weight"])
+        self.gate_up: Linear = loader.linear([p + "ffn_gate.weight", p + "ffn_up.weight"])
+        self.down: Linear = loader.linear([p + "ffn_down.weight"])
+
+    def __call__(self, x: F32, cache: KVCache, layer: int, pos: int) -> F32:
+        t = x.shape[0]
+        hd = self.head_dim
+        nq = self.n_heads * hd
+        nk = self.n_kv * hd
+        h = rms_norm(x, self.attn_norm, self.eps)
+        qkv = self.qkv(h)
+        q = qkv[:, :nq].reshape(t, self.n_heads, hd).transpose(1, 0, 2)  # (n_heads, T, hd)
+        k = qkv[:, nq:nq + nk].reshape(t, self.n_kv, hd).transpose(1, 0, 2)  # (n_kv, T, hd)
+        v = qkv[:, nq + nk:].reshape(t, self.n_kv, hd).transpose(1, 0, 2)
+        q = rms_norm(q, self.q_norm, self.eps)
+        k = rms_norm(k, self.k_norm, self.eps)
+        self.rope.apply(q, pos)
+        self.rope.apply(k, pos)
+        keys, values = cache.store(layer, pos, k, v)
+        a = attention(q, keys, values, pos, self.query_scale, self.window)
+        a = rms_norm(self.wo(a), self.post_attn_norm, self.eps)
+        x = x + a
+        h = rms_norm(x, self.ffn_norm, self.eps)
+        gu = self.gate_up(h)
+        f = self.ffn_dim
+        y = self.down(gelu_tanh(gu[:, :f]) * gu[:, f:])
+        return x + rms_norm(y, self.post_ffn_norm, self.eps)
+
+    def nbytes(self) -> int:
+        return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.down.nbytes
+
+
+class Gemma3(Transformer):
+    """Gemma 3 (text)."""
+
+    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
+        args = ModelArgs(f)
+        super().__init__(f, args, memory)
+        self.embed_scale = math.sqrt(args.dim)
+        self.query_scale = 1.0 / math.sqrt(args.head_dim)
+        local_base = f.get_float("gemma3.rope.local.freq_base", LOCAL_ROPE_BASE)
+        self.global_rope = Rope(args.head_dim, args.n_rot, args.rope_base, args.rope_freq_scale)
+        self.local_rope = Rope(args.head_dim, args.n_rot, local_base, 1.0)
+
+    def is_local(self, layer: int) -> bool:
+        return self.args.sliding_window > 0 and (layer + 1) % SWA_PERIOD != 0
+
+    def make_block(self, layer: int) -> Block:
+        local = self.is_local(layer)
+        rope = self.local_rope if local else self.global_rope
+        window = self.args.sliding_window if local else 0
+        return Gemma3Block(self.args, self.loader, layer, rope, window, self.query_scale)

@@ -1,0 +1,133 @@
+"""Numeric building blocks shared by every architecture: norms, RoPE, attention, activations.
+
+Everything is float32 end to end: one float64 scalar would silently promote the residual
+stream and make decoding many times slower, so constants are ``np.float32`` and tests
+check the dtypes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+
+_GELU_C: Final = np.float32(math.sqrt(2.0 / math.pi))
+_GELU_K: Final = np.float32(0.044715)
+_HALF: Final = np.float32(0.5)
+_ONE: Final = np.float32(1.0)
+NEG_INF: Final = np.float32(-np.inf)
+
+
+def rms_norm(x: F32, weight: F32, eps: float) -> F32:
+    """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
+    ms = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
+    return (x * (_ONE / np.sqrt(ms + np.float32(eps)))) * weight
+
+
+def silu(x: F32) -> F32:
+    """x * sigmoid(x)."""
+    return x / (_ONE + np.exp(-x))
+
+
+def gelu_tanh(x: F32) -> F32:
+    """GELU with the tanh approximation (ggml's ``gelu``)."""
+    return _HALF * x * (_ONE + np.tanh(_GELU_C * (x + _GELU_K * x * x * x)))
+
+
+def softmax_inplace(x: F32) -> F32:
+    """Softmax over the last axis, in place (rows of all -inf give zeros, not NaN)."""
+    m = np.max(x, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, np.float32(0))
+    np.subtract(x, m, out=x)
+    np.exp(x, out=x)
+    s = np.sum(x, axis=-1, keepdims=True)
+    np.divide(x, s, out=x)
+    return x
+
+
+def rope_inv_freq(head_dim: int, n_rot: int, base: float, freq_scale: float,
+                  factors: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float64]:
+    """Per-pair inverse frequencies ``(n_rot // 2,)`` in float64 (cast after the product)."""
+    i = np.arange(0, n_rot, 2, dtype=np.float64)
+    inv = freq_scale / np.power(np.float64(base), i / n_rot)
+    if factors is not None:
+        inv = inv / factors.astype(np.float64)[: n_rot // 2]
+    return inv
+
+
+class Rope:
+    """Rotary embedding in the NEOX layout (rotate the first and second half of each head).
+
+    LLaMA GGUF files store q/k rows interleaved for ggml's NORM rope; the llama module
+    permutes those rows once at load time so every architecture uses this one layout.
+    """
+
+    def __init__(self, head_dim: int, n_rot: int, base: float, freq_scale: float = 1.0,
+                 factors: npt.NDArray[np.float32] | None = None) -> None:
+        self.head_dim = head_dim
+        self.n_rot = n_rot
+        self.inv = rope_inv_freq(head_dim, n_rot, base, freq_scale, factors)
+        self._cos = np.zeros((0, n_rot // 2), dtype=np.float32)
+        self._sin = np.zeros((0, n_rot // 2), dtype=np.float32)
+
+    def _tables(self, end: int) -> tuple[F32, F32]:
+        if end > self._cos.shape[0]:
+            n = max(end, 2 * self._cos.shape[0], 256)
+            ang = np.arange(n, dtype=np.float64)[:, None] * self.inv[None, :]
+            self._cos = np.cos(ang).astype(np.float32)
+            self._sin = np.sin(ang).astype(np.float32)
+        return self._cos, self._sin
+
+    def apply(self, x: F32, pos: int) -> F32:
+        """Rotate ``x`` ``(n_heads, T, head_dim)`` for positions ``pos .. pos+T-1`` in place."""
+        t = x.shape[1]
+        cos_t, sin_t = self._tables(pos + t)
+        cos = cos_t[pos:pos + t]  # (T, n_rot/2)
+        sin = sin_t[pos:pos + t]
+        half = self.n_rot // 2
+        x1 = x[..., :half]
+        x2 = x[..., half:self.n_rot]
+        r1 = x1 * cos - x2 * sin
+        r2 = x2 * cos + x1 * sin
+        x[..., :half] = r1
+        x[..., half:self.n_rot] = r2
+        return x
+
+
+def neox_permutation(n_heads: int, head_dim: int) -> npt.NDArray[np.intp]:
+    """Row order that turns ggml NORM-rope (interleaved pairs) heads into NEOX layout."""
+    per_head = np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
+    return (np.arange(n_heads)[:, None] * head_dim + per_head[None, :]).reshape(-1)
+
+
+def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -> F32:
+    """Causal grouped-query attention.
+
+    q: ``(n_heads, T, head_dim)`` for positions ``pos .. pos+T-1``; k, v: ``(n_kv_heads, S,
+    head_dim)`` for positions ``0 .. S-1`` (S = pos + T). ``window`` > 0 limits each query
+    to the last ``window`` keys (sliding-window layers). Returns ``(T, n_heads * head_dim)``.
+    """
+    n_heads, t, hd = q.shape
+    n_kv = k.shape[0]
+    s = k.shape[1]
+    group = n_heads // n_kv
+    qg = q.reshape(n_kv, group * t, hd)
+    if scale != 1.0:
+        qg = qg * np.float32(scale)
+    scores = np.matmul(qg, k.transpose(0, 2, 1))  # (n_kv, group*T, S)
+    scores = scores.reshape(n_kv, group, t, s)
+    if t > 1 or window > 0:
+        qpos = np.arange(pos, pos + t)[:, None]
+        kpos = np.arange(s)[None, :]
+        masked = kpos > qpos
+        if window > 0:
+            masked = masked | (qpos - kpos >= window)
+        scores[:, :, masked] = NEG_INF
+    softmax_inplace(scores)
+    out = np.matmul(scores.reshape(n_kv, group * t, s), v)  # (n_kv, group*T, hd)
+    out = out.reshape(n_heads, t, hd).transpose(1, 0, 2)
+    return np.ascontiguousarray(out).reshape(t, n_heads * hd)

@@ -1,0 +1,226 @@
+"""The decoder-only transformer skeleton every architecture plugs its blocks into.
+
+An architecture module supplies its hyper-parameters (read from GGUF metadata) and a
+block class; this module owns the KV cache, the embedding lookup, the layer loop, the
+final norm and the output head, and the chunked prefill that keeps prompt processing a
+sequence of matrix-matrix products.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from .gguf import GGUFFile
+from .ops import rms_norm
+from .weights import Linear, WeightLoader
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+
+
+class ContextFullError(ValueError):
+    """The tokens do not fit in the context window."""
+
+
+class ModelArgs:
+    """Hyper-parameters common to the supported architectures."""
+
+    def __init__(self, f: GGUFFile) -> None:
+        arch = f.architecture
+        self.arch = arch
+        p = arch + "."
+
+        def need(key: str) -> int:
+            v = f.get_int(p + key, -1)
+            if v <= 0:
+                raise ValueError(f"{f.path}: metadata {p + key} is missing or not positive")
+            return v
+
+        self.dim = need("embedding_length")
+        self.n_layers = need("block_count")
+        self.n_heads = need("attention.head_count")
+        self.n_kv_heads = f.get_int(p + "attention.head_count_kv", self.n_heads)
+        self.head_dim = f.get_int(p + "attention.key_length", self.dim // self.n_heads)
+        self.ffn_dim = need("feed_forward_length")
+        self.eps = f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5)
+        self.rope_base = f.get_float(p + "rope.freq_base", 10000.0)
+        self.n_rot = f.get_int(p + "rope.dimension_count", self.head_dim)
+        scaling = f.get_str(p + "rope.scaling.type", "")
+        factor = f.get_float(p + "rope.scaling.factor", 0.0)
+        self.rope_freq_scale = 1.0 / factor if scaling == "linear" and factor > 0 else 1.0
+        self.n_ctx_train = f.get_int(p + "context_length", 2048)
+        self.sliding_window = f.get_int(p + "attention.sliding_window", 0)
+        emb = f.tensor_info("token_embd.weight")
+        self.n_vocab = emb.shape[0]
+        if self.n_heads % max(1, self.n_kv_heads) != 0 or self.n_kv_heads <= 0:
+            raise ValueError(f"{arch}: {self.n_heads} heads cannot be grouped over {self.n_kv_heads} KV heads")
+        if emb.shape[1] != self.dim:
+            raise ValueError(f"token_embd.weight has width {emb.shape[1]}, expected {self.dim}")
+
+
+class KVCache:
+    """Preallocated keys and values, one ``(n_kv_heads, n_ctx, head_dim)`` pair per layer.
+
+    ``np.zeros`` maps untouched pages lazily, so a long context costs memory only as it
+    fills. ``n`` is the number of positions holding valid entries.
+    """
+
+    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int) -> None:
+        self.n_ctx = n_ctx
+        self.k: list[F32] = [np.zeros((n_kv_heads, n_ctx, head_dim), dtype=np.float32) for _ in range(n_layers)]
+        self.v: list[F32] = [np.zeros((n_kv_heads, n_ctx, head_dim), dtype=np.float32) for _ in range(n_layers)]
+        self.n = 0
+        # The tokens whose keys/values are cached (for prompt-cache prefix reuse).
+        self.tokens: list[int] = []
+
+    def store(self, layer: int, pos: int, k: F32, v: F32) -> tuple[F32, F32]:
+        """Write ``k``/``v`` ``(n_kv, T, hd)`` at ``pos`` and return views of ``0 .. pos+T``."""
+        t = k.shape[1]
+        self.k[layer][:, pos:pos + t] = k
+        self.v[layer][:, pos:pos + t] = v
+        return self.k[layer][:, :pos + t], self.v[layer][:, :pos + t]
+
+    def truncate(self, n: int) -> None:
+        """Forget everything from position ``n`` on (the stale entries are overwritten later)."""
+        self.n = min(self.n, n)
+        del self.tokens[n:]
+
+    def shift(self, keep: int, discard: int) -> None:
+        """Drop ``discard`` positions after the first ``keep`` (for a context shift).
+
+        Keys were rotated for their old positions; the caller re-encodes instead when exact
+        positions matter. Here the remaining entries move down, as llama.cpp's
+        ``kv_cache_seq_rm`` + ``seq_add`` do before re-rotation.
+        """
+        n = self.n
+        for layer in range(len(self.k)):
+            self.k[layer][:, keep:n - discard] = self.k[layer][:, keep + discard:n]
+            self.v[layer][:, keep:n - discard] = self.v[layer][:, keep + discard:n]
+        self.n = n - discard
+        del self.tokens[keep:keep + discard]
+
+
+class Block:
+    """One transformer layer; architectures subclass it."""
+
+    def __call__(self, x: F32, cache: KVCache, layer: int, pos: int) -> F32:
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        """Bytes held by this layer's prepared weights."""
+        raise NotImplementedError
+
+
+class Transformer:
+    """Embedding, blocks (built lazily on first use), final norm and output head."""
+
+    # Tokens per prefill chunk: large enough for efficient matrix products, small enough
+    # that cancellation between chunks is prompt.
+    prefill_chunk: int = 256
+
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
+        self.f = f
+        self.args = args
+        self.loader = WeightLoader(f, memory)
+        self.memory = memory
+        self._blocks: list[Block | None] = [None] * args.n_layers
+        self._head: Linear | None = None
+        self.output_norm = self.loader.vector("output_norm.weight")
+        self.embed_scale = 1.0
+
+    # --------------------------------------------------------------- architecture hooks
+    def make_block(self, layer: int) -> Block:
+        raise NotImplementedError
+
+    def head_name(self) -> str:
+        return "output.weight" if self.loader.has("output.weight") else "token_embd.weight"
+
+    # --------------------------------------------------------------- pieces
+    def block(self, layer: int) -> Block:
+        b = self._blocks[layer]
+        if b is None:
+            b = self.make_block(layer)
+            self._blocks[layer] = b
+        return b
+
+    def head(self) -> Linear:
+        h = self._head
+        if h is None:
+            h = self.loader.output_head(self.head_name())
+            self._head = h
+        return h
+
+    def prepare(self) -> None:
+        """Prepare every layer's weights now instead of on first use."""
+        for i in range(self.args.n_layers):
+            self.block(i)
+        self.head()
+
+    def new_cache(self, n_ctx: int) -> KVCache:
+        a = self.args
+        return KVCache(a.n_layers, a.n_kv_heads, n_ctx, a.head_dim)
+
+    def embed(self, tokens: I32) -> F32:
+        x = self.loader.rows("token_embd.weight", tokens)  # (T, dim)
+        if self.embed_scale != 1.0:
+            x *= np.float32(self.embed_scale)
+        return x
+
+    # --------------------------------------------------------------- forward
+    def hidden(self, tokens: I32, cache: KVCache) -> F32:
+        """Run ``tokens`` at positions ``cache.n ..``; returns final-normed hidden ``(T, dim)``."""
+        pos = cache.n
+        t = int(tokens.shape[0])
+        if pos + t > cache.n_ctx:
+            raise ContextFullError(
+                f"{pos + t} tokens do not fit in the context of {cache.n_ctx}"
+            )
+        x = self.embed(tokens)
+        for layer in range(self.args.n_layers):
+            x = self.block(layer)(x, cache, layer, pos)
+        cache.n = pos + t
+        cache.tokens.extend(int(i) for i in tokens)
+        return rms_norm(x, self.output_norm, self.args.eps)
+
+    def forward(self, tokens: I32, cache: KVCache, all_logits: bool = False,
+                should_stop: Callable[[], bool] | None = None) -> F32:
+        """Process ``tokens`` in prefill chunks; logits ``(T, n_vocab)`` or of the last ``(1, n_vocab)``.
+
+        ``should_stop`` is polled between chunks; when it returns True the tokens
+        processed so far stay cached and an empty ``(0, n_vocab)`` array is returned.
+        """
+        n = int(tokens.shape[0])
+        outs: list[F32] = []
+        last = np.zeros((0, self.args.dim), dtype=np.float32)
+        for start in range(0, n, self.prefill_chunk):
+            if should_stop is not None and should_stop():
+                return np.zeros((0, self.args.n_vocab), dtype=np.float32)
+            chunk = tokens[start:start + self.prefill_chunk]
+            h = self.hidden(chunk, cache)
+            if all_logits:
+                outs.append(self.head()(h))
+            last = h[-1:]
+        if all_logits:
+            return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.args.n_vocab), dtype=np.float32)
+        if last.shape[0] == 0:
+            return np.zeros((0, self.args.n_vocab), dtype=np.float32)
+        return self.head()(last)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes held by the weights prepared so far."""
+        n = 0
+        for b in self._blocks:
+            if b is not None:
+                n += b.nbytes()
+        if self._head is not None:
+            n += self._head.nbytes
+        return n
+
+
+def attention_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

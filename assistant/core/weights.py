@@ -1,0 +1,201 @@
+"""Weights as the engine computes with them, prepared lazily from the mapped GGUF file.
+
+Two memory modes (models.toml ``memory``):
+
+* ``speed``: each matrix becomes float32 stored transposed ``(in, out)``, 4 bytes per
+  weight, the layout numpy's BLAS streams fastest for one-row products; q/k/v and
+  gate/up are fused into one matrix each so one product reads them all.
+* ``lean``: 32-element-block types are kept as int8 codes ``(in, out)`` plus per-block
+  float32 scales and minimums ``(in // 32, out)``, ~1.25 bytes per weight, and each product
+  expands the codes tile by tile (a few hundred input rows at a time) into a reused float32
+  buffer that stays in cache. ``code * scale + min`` is exactly the dequantized weight, so
+  lean and speed mode compute the same numbers up to float32 summation order. K-quant
+  tensors have no such form and are kept as float32 in both modes.
+
+Nothing is dequantized when the model is opened: each layer's weights are prepared the
+first time the layer runs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .gguf import GGUFFile
+from .quants import dequantize, split_codes
+
+F32 = npt.NDArray[np.float32]
+
+MEMORY_MODES: Final = ("speed", "lean")
+# Input rows expanded per tile in lean mode: 256 rows x out columns of float32.
+_LEAN_TILE: Final = 256
+
+
+class Linear:
+    """``y = x @ W + b`` with ``W`` kept as float32 ``(in, out)``."""
+
+    def __init__(self, w: F32, bias: F32 | None) -> None:
+        self.w = w  # (in, out)
+        self.bias = bias  # (out,) or None
+        self.n_in = int(w.shape[0])
+        self.n_out = int(w.shape[1])
+
+    def __call__(self, x: F32) -> F32:
+        """x ``(T, in)`` -> ``(T, out)``."""
+        y = x @ self.w
+        if self.bias is not None:
+            y += self.bias
+        return y
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.w.nbytes) + (int(self.bias.nbytes) if self.bias is not None else 0)
+
+
+class LeanLinear(Linear):
+    """``y = x @ W + b`` with ``W`` kept as int8 codes and per-32-row scales/mins.
+
+    codes ``(in, out)`` int8, scales and mins ``(in // 32, out)`` float32. Each tile of
+    ``_LEAN_TILE`` input rows is expanded into a reused float32 buffer (``codes * scale +
+    min`` broadcast along the long output axis) and multiplied.
+    """
+
+    def __init__(self, codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, bias: F32 | None) -> None:
+        self.codes = codes
+        self.scales = scales
+        self.mins = mins
+        self.bias = bias
+        self.n_in = int(codes.shape[0])
+        self.n_out = int(codes.shape[1])
+        self.w = np.zeros((0, 0), dtype=np.float32)
+        self._buf = np.empty((_LEAN_TILE, self.n_out), dtype=np.float32)
+
+    def __call__(self, x: F32) -> F32:
+        t = x.shape[0]
+        y = np.zeros((t, self.n_out), dtype=np.float32)
+        buf = self._buf
+        blocks = _LEAN_TILE // 32
+        for start in range(0, self.n_in, _LEAN_TILE):
+            stop = min(self.n_in, start + _LEAN_TILE)
+            rows = stop - start
+            b0 = start // 32
+            nb = rows // 32
+            tile = buf[:rows].reshape(nb, 32, self.n_out)
+            np.copyto(tile, self.codes[start:stop].reshape(nb, 32, self.n_out), casting="unsafe")
+            tile *= self.scales[b0:b0 + nb, None, :]
+            if self.mins is not None:
+                tile += self.mins[b0:b0 + nb, None, :]
+            y += x[:, start:stop] @ buf[:rows]
+        if self.bias is not None:
+            y += self.bias
+        _ = blocks
+        return y
+
+    @property
+    def nbytes(self) -> int:
+        n = int(self.codes.nbytes) + int(self.scales.nbytes)
+        if self.mins is not None:
+            n += int(self.mins.nbytes)
+        if self.bias is not None:
+            n += int(self.bias.nbytes)
+        return n
+
+
+class WeightLoader:
+    """Reads tensors from a :class:`GGUFFile` into float32 or lean layouts."""
+
+    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory mode {memory!r} is not one of {MEMORY_MODES}")
+        self.f = f
+        self.memory = memory
+
+    def has(self, name: str) -> bool:
+        return name in self.f.tensors
+
+    def tensor(self, name: str) -> F32:
+        """A tensor dequantized to float32 in numpy order."""
+        info = self.f.tensor_info(name)
+        return dequantize(info.type_id, self.f.tensor_data(name), info.shape, name)
+
+    def vector(self, name: str) -> F32:
+        return self.tensor(name).reshape(-1)
+
+    def optional_vector(self, name: str) -> F32 | None:
+        return self.vector(name) if self.has(name) else None
+
+    def rows(self, name: str, ids: npt.NDArray[np.int32]) -> F32:
+        """Selected rows of a matrix (embedding lookup) without dequantizing the rest."""
+        info = self.f.tensor_info(name)
+        n_rows = info.shape[0]
+        row_len = info.dims[0]
+        row_bytes = info.n_bytes // n_rows
+        raw = self.f.tensor_data(name).reshape(n_rows, row_bytes)
+        picked = raw[ids]  # (T, row_bytes) copy of just these rows
+        return dequantize(info.type_id, picked.reshape(-1), (len(ids), row_len), name)
+
+    def linear(self, names: list[str], row_perm: list[npt.NDArray[np.intp] | None] | None = None,
+               biases: list[str] | None = None) -> Linear:
+        """Fuse the matrices ``names`` (each stored ``(out_i, in)``) along the output axis.
+
+        ``row_perm[i]`` reorders the output rows of matrix ``i`` (used for the rope
+        layout); ``biases`` names optional bias vectors, one per matrix.
+        """
+        perms = row_perm if row_perm is not None else [None] * len(names)
+        bias_parts: list[F32] = []
+        has_bias = False
+        if biases is not None:
+            for bname, name in zip(biases, names):
+                if bname and self.has(bname):
+                    bias_parts.append(self.vector(bname))
+                    has_bias = True
+                else:
+                    bias_parts.append(np.zeros(self.f.tensor_info(name).shape[0], dtype=np.float32))
+        for i, p in enumerate(perms):
+            if p is not None and has_bias:
+                bias_parts[i] = bias_parts[i][p]
+        bias = np.concatenate(bias_parts).astype(np.float32) if has_bias else None
+        if self.memory == "lean":
+            lean = self._lean(names, perms, bias)
+            if lean is not None:
+                return lean
+        parts: list[F32] = []
+        for name, p in zip(names, perms):
+            w = self.tensor(name)  # (out, in)
+            if p is not None:
+                w = w[p]
+            parts.append(w)
+        w_all = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return Linear(np.ascontiguousarray(w_all.T), bias)
+
+    def _lean(self, names: list[str], perms: list[npt.NDArray[np.intp] | None], bias: F32 | None) -> LeanLinear | None:
+        codes_l: list[npt.NDArray[np.int8]] = []
+        scales_l: list[F32] = []
+        mins_l: list[F32] = []
+        any_min = False
+        for name, p in zip(names, perms):
+            info = self.f.tensor_info(name)
+            if len(info.shape) != 2:
+                return None
+            rows, cols = info.shape
+            split = split_codes(info.type_id, self.f.tensor_data(name), rows, cols)
+            if split is None or cols % 32 != 0:
+                return None
+            codes, scales, mins = split
+            if p is not None:
+                codes, scales, mins = codes[p], scales[p], mins[p]
+            codes_l.append(codes)
+            scales_l.append(scales)
+            mins_l.append(mins)
+            if bool(np.any(mins != 0)):
+                any_min = True
+        codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=0).T)  # (in, out)
+        scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=0).T)  # (in/32, out)
+        mins_t = np.ascontiguousarray(np.concatenate(mins_l, axis=0).T) if any_min else None
+        return LeanLinear(codes_t, scales_t, mins_t, bias)
+
+    def output_head(self, name: str) -> Linear:
+        """The vocabulary projection ``(dim, n_vocab)``."""
+        return self.linear([name])
