@@ -1,0 +1,249 @@
+"""The public model object: tokenize, detokenize, logits and streaming generation.
+
+``Model`` ties a GGUF file, its tokenizer and its architecture together with one KV cache
+that is reused across calls: a chat's next turn shares its prefix with the cached tokens,
+so only the new tokens are processed (the prompt cache).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from .gguf import GGUFFile, open_gguf
+from .models import build_model
+from .sampling import Sampler, SamplingSettings, log_softmax
+from .tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
+from .transformer import ContextFullError, KVCache, Transformer
+
+F32 = npt.NDArray[np.float32]
+
+CONTEXT_POLICIES = ("error", "shift")
+
+
+class Piece:
+    """One step of generation: new visible ``text`` for ``token``; the last has ``done``."""
+
+    def __init__(self, text: str, token: int, done: bool = False, finish_reason: str = "",
+                 logprob: float = 0.0, top_logprobs: list[tuple[int, float]] | None = None) -> None:
+        self.text = text
+        self.token = token
+        self.done = done
+        self.finish_reason = finish_reason
+        self.logprob = logprob
+        self.top_logprobs = top_logprobs if top_logprobs is not None else []
+        self.stats: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"Piece({self.text!r}, token={self.token}, done={self.done}, finish={self.finish_reason!r})"
+
+
+class GenerationSettings:
+    """What to generate: length, stops, sampling, context policy and extras."""
+
+    def __init__(self, max_tokens: int = 256, sampling: SamplingSettings | None = None,
+                 stop: list[str] | None = None, ignore_eos: bool = False,
+                 context_policy: str = "error", n_keep: int = 0, logprobs: int = 0,
+                 lookup_decoding: bool = False) -> None:
+        self.max_tokens = max_tokens
+        self.sampling = sampling if sampling is not None else SamplingSettings()
+        self.stop = [s for s in (stop or []) if s]
+        self.ignore_eos = ignore_eos
+        if context_policy not in CONTEXT_POLICIES:
+            raise ValueError(f"context policy {context_policy!r} is not one of {CONTEXT_POLICIES}")
+        self.context_policy = context_policy
+        self.n_keep = n_keep
+        self.logprobs = logprobs
+        self.lookup_decoding = lookup_decoding
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest suffix of ``text`` that begins some stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+class Model:
+    """A loaded model. Not thread-safe: one generation at a time (the server queues)."""
+
+    def __init__(self, path: str, memory: str = "speed", n_ctx: int = 0,
+                 tokenizer_model: str = "", name: str = "") -> None:
+        t0 = time.perf_counter()
+        self.path = path
+        self.name = name or path
+        self.gguf: GGUFFile = open_gguf(path)
+        self.tokenizer: Tokenizer = tokenizer_from_gguf(self.gguf, tokenizer_model)
+        self.net: Transformer = build_model(self.gguf, memory)
+        self.memory = memory
+        train_ctx = self.net.args.n_ctx_train
+        self.n_ctx = min(n_ctx, train_ctx) if n_ctx > 0 else min(train_ctx, 4096)
+        self.cache: KVCache = self.net.new_cache(self.n_ctx)
+        self.load_seconds = time.perf_counter() - t0
+        self.chat_template = self.gguf.get_str("tokenizer.chat_template", "")
+
+    # ------------------------------------------------------------------ text
+    @property
+    def n_vocab(self) -> int:
+        return self.tokenizer.n_vocab
+
+    @property
+    def architecture(self) -> str:
+        return self.gguf.architecture
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text`` (see :meth:`Tokenizer.encode`)."""
+        return self.tokenizer.encode(text, add_special, parse_special)
+
+    def detokenize(self, ids: list[int], special: bool = False) -> str:
+        """Text of ``ids``; raises :class:`TokenizerError` for ids out of range."""
+        return self.tokenizer.decode(ids, special)
+
+    def token_text(self, tid: int) -> str:
+        return self.tokenizer.piece(tid)
+
+    def is_eog(self, tid: int) -> bool:
+        return tid in self.tokenizer.vocab.eog_ids
+
+    # ------------------------------------------------------------------ numbers
+    def logits(self, ids: list[int]) -> F32:
+        """float32 logits ``(len(ids), n_vocab)`` for every position, from an empty cache."""
+        for tid in ids:
+            self.tokenizer.check_id(tid)
+        cache = self.net.new_cache(max(1, len(ids)))
+        return self.net.forward(np.asarray(ids, dtype=np.int32), cache, all_logits=True)
+
+    def reset(self) -> None:
+        """Forget the cached prompt."""
+        self.cache.truncate(0)
+
+    # ------------------------------------------------------------------ generation
+    def _fit_prompt(self, prompt: list[int], settings: GenerationSettings) -> list[int]:
+        room = self.n_ctx - 1
+        if len(prompt) <= room:
+            return prompt
+        if settings.context_policy == "error":
+            raise ContextFullError(
+                f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}; "
+                f"shorten the conversation or raise context_length"
+            )
+        keep = min(settings.n_keep, room // 2)
+        tail = room - keep - max(0, min(settings.max_tokens, room // 4))
+        return prompt[:keep] + prompt[len(prompt) - tail:]
+
+    def _prefill(self, prompt: list[int], cancel: Callable[[], bool] | None) -> tuple[F32, int]:
+        """Process the part of ``prompt`` not already cached; logits of its last token."""
+        cache = self.cache
+        cached = cache.tokens
+        n = 0
+        limit = min(len(cached), len(prompt) - 1, cache.n)
+        while n < limit and cached[n] == prompt[n]:
+            n += 1
+        cache.truncate(n)
+        logits = self.net.forward(np.asarray(prompt[n:], dtype=np.int32), cache, False, cancel)
+        return logits, n
+
+    def generate(self, prompt: list[int], settings: GenerationSettings | None = None,
+                 cancel: Callable[[], bool] | None = None) -> Iterator[Piece]:
+        """Stream the completion of ``prompt`` (token ids) as :class:`Piece` objects.
+
+        The last piece has ``done=True``, a ``finish_reason`` (``stop``, ``length``,
+        ``context``, ``cancelled``) and ``stats``: prompt_tokens, cached_tokens,
+        generated_tokens, prefill_s, decode_s. ``cancel`` is polled between tokens and
+        between prefill chunks.
+        """
+        s = settings if settings is not None else GenerationSettings()
+        for tid in prompt:
+            self.tokenizer.check_id(tid)
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        prompt = self._fit_prompt(prompt, s)
+        sampler = Sampler(s.sampling)
+        detok = StreamingDetokenizer(self.tokenizer)
+        t0 = time.perf_counter()
+        logits, cached = self._prefill(prompt, cancel)
+        prefill_s = time.perf_counter() - t0
+        history: list[int] = list(prompt)
+        generated = 0
+        pending = ""  # text held back because it may begin a stop string
+        finish = ""
+        stopped_by_string = False
+        t1 = time.perf_counter()
+        if logits.shape[0] == 0:
+            finish = "cancelled"
+        while not finish:
+            if cancel is not None and cancel():
+                finish = "cancelled"
+                break
+            row = logits[-1]
+            tid = sampler(row, history)
+            lp = 0.0
+            tops: list[tuple[int, float]] = []
+            if s.logprobs > 0:
+                ls = log_softmax(row)
+                lp = float(ls[tid])
+                best = np.argsort(-ls)[: s.logprobs]
+                tops = [(int(i), float(ls[i])) for i in best]
+            if not s.ignore_eos and self.is_eog(tid):
+                finish = "stop"
+                break
+            generated += 1
+            history.append(tid)
+            text = pending + detok.add_token(tid)
+            if s.stop:
+                hit = -1
+                for stop in s.stop:
+                    j = text.find(stop)
+                    if j >= 0 and (hit < 0 or j < hit):
+                        hit = j
+                if hit >= 0:
+                    if hit > 0:
+                        yield Piece(text[:hit], tid, logprob=lp, top_logprobs=tops)
+                    pending = ""
+                    finish = "stop"
+                    stopped_by_string = True
+                    break
+                hold = _held_back(text, s.stop)
+                pending = text[len(text) - hold:] if hold else ""
+                text = text[:len(text) - hold]
+            yield Piece(text, tid, logprob=lp, top_logprobs=tops)
+            if generated >= s.max_tokens:
+                finish = "length"
+                break
+            if self.cache.n >= self.n_ctx:
+                if s.context_policy != "shift":
+                    finish = "context"
+                    break
+                self._shift_cache(s)
+            logits = self.net.forward(np.asarray([tid], dtype=np.int32), self.cache)
+        tail = "" if stopped_by_string else pending + detok.finalize()
+        end = Piece(tail, -1, done=True, finish_reason=finish)
+        end.stats = {
+            "prompt_tokens": float(len(prompt)),
+            "cached_tokens": float(cached),
+            "generated_tokens": float(generated),
+            "prefill_s": prefill_s,
+            "decode_s": time.perf_counter() - t1,
+            "load_s": self.load_seconds,
+        }
+        yield end
+
+    def _shift_cache(self, s: GenerationSettings) -> None:
+        tokens = list(self.cache.tokens)
+        keep = min(s.n_keep, len(tokens) // 2)
+        discard = (len(tokens) - keep) // 2
+        kept = tokens[:keep] + tokens[keep + discard:]
+        self.cache.truncate(0)
+        self.net.forward(np.asarray(kept, dtype=np.int32), self.cache)
+
+
+def load(path: str, memory: str = "speed", n_ctx: int = 0, tokenizer_model: str = "", name: str = "") -> Model:
+    """Open a GGUF model file (weights are prepared lazily on first use)."""
+    return Model(path, memory, n_ctx, tokenizer_model, name)
