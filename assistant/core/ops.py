@@ -8,7 +8,7 @@ check the dtypes.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,17 +25,26 @@ NEG_INF: Final = np.float32(-np.inf)
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
     """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
     ms = np.mean(np.square(x), axis=-1, keepdims=True, dtype=np.float32)
-    return (x * (_ONE / np.sqrt(ms + np.float32(eps)))) * weight
+    return cast(F32, (x * (_ONE / np.sqrt(ms + np.float32(eps)))) * weight)
 
 
 def silu(x: F32) -> F32:
     """x * sigmoid(x)."""
-    return x / (_ONE + np.exp(-x))
+    return cast(F32, x / (_ONE + np.exp(-x)))
 
 
 def gelu_tanh(x: F32) -> F32:
     """GELU with the tanh approximation (ggml's ``gelu``)."""
-    return _HALF * x * (_ONE + np.tanh(_GELU_C * (x + _GELU_K * x * x * x)))
+    inner = x * x
+    inner *= x
+    inner *= _GELU_K
+    inner += x
+    inner *= _GELU_C
+    np.tanh(inner, out=inner)
+    inner += _ONE
+    inner *= x
+    inner *= _HALF
+    return inner
 
 
 def softmax_inplace(x: F32) -> F32:
@@ -101,7 +110,8 @@ class Rope:
 def neox_permutation(n_heads: int, head_dim: int) -> npt.NDArray[np.intp]:
     """Row order that turns ggml NORM-rope (interleaved pairs) heads into NEOX layout."""
     per_head = np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
-    return (np.arange(n_heads)[:, None] * head_dim + per_head[None, :]).reshape(-1)
+    out: npt.NDArray[np.intp] = (np.arange(n_heads)[:, None] * head_dim + per_head[None, :]).reshape(-1)
+    return out
 
 
 def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -> F32:

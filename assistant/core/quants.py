@@ -23,7 +23,7 @@ and Q5_1, matching ``gguf.quants.quantize`` byte for byte.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -133,7 +133,7 @@ def _deq_q3_k(b: U8Array, n: int) -> F32Array:
     hb = (hmask.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
     # ggml subtracts 4 where the high-mask bit is *clear*.
     q = ql.reshape(n, 16, 16).astype(np.int8) - ((hb ^ np.uint8(1)) << np.uint8(2)).reshape(n, 16, 16).astype(np.int8)
-    return (dl * q.astype(np.float32)).reshape(n, QK_K)
+    return cast(F32Array, (dl * q.astype(np.float32)).reshape(n, QK_K))
 
 
 def _scale_min_k4(sc: U8Array, n: int) -> tuple[U8Array, U8Array]:
@@ -303,7 +303,8 @@ QUANTIZE_TYPES: Final[dict[str, int]] = {
 def _round_away(x: F32Array) -> F32Array:
     """C's ``roundf``: halves away from zero (numpy rounds halves to even)."""
     a = np.floor(np.abs(x) + np.float32(0.5)).astype(np.float32)
-    return np.copysign(a, x).astype(np.float32)
+    out: F32Array = np.copysign(a, x).astype(np.float32)
+    return out
 
 
 def _inverse(d: F32Array) -> F32Array:

@@ -28,6 +28,7 @@ import heapq
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from .gguf import GGUFFile
 from .pretokenize import IGNORE_MERGES, NO_CLEAN_SPACES, PreTokenizer
@@ -624,6 +625,6 @@ def tokenizer_from_gguf(f: GGUFFile, tokenizer_model: str = "") -> Tokenizer:
     )
 
 
-def ids_array(ids: list[int]) -> np.ndarray:  # type: ignore[type-arg]
+def ids_array(ids: list[int]) -> npt.NDArray[np.int32]:
     """ids as an int32 numpy array (for the engine)."""
     return np.asarray(ids, dtype=np.int32)

@@ -76,7 +76,6 @@ class LeanLinear(Linear):
         t = x.shape[0]
         y = np.zeros((t, self.n_out), dtype=np.float32)
         buf = self._buf
-        blocks = _LEAN_TILE // 32
         for start in range(0, self.n_in, _LEAN_TILE):
             stop = min(self.n_in, start + _LEAN_TILE)
             rows = stop - start
@@ -90,7 +89,6 @@ class LeanLinear(Linear):
             y += x[:, start:stop] @ buf[:rows]
         if self.bias is not None:
             y += self.bias
-        _ = blocks
         return y
 
     @property
@@ -143,7 +141,7 @@ class WeightLoader:
         ``row_perm[i]`` reorders the output rows of matrix ``i`` (used for the rope
         layout); ``biases`` names optional bias vectors, one per matrix.
         """
-        perms = row_perm if row_perm is not None else [None] * len(names)
+        perms: list[npt.NDArray[np.intp] | None] = list(row_perm) if row_perm is not None else [None] * len(names)
         bias_parts: list[F32] = []
         has_bias = False
         if biases is not None:

@@ -1,0 +1,283 @@
+"""models.toml: the model registry, its validation, and where things live on disk.
+
+The package's ``models.toml`` is the default registry; the user's file (``--config``, the
+``ASSISTANT_CONFIG`` variable, or ``$XDG_CONFIG_HOME/assistant/models.toml``) overrides
+and extends it table by table. A bad entry is disabled with an error that names the file,
+the model and the key; it never stops the other entries from working.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .core.sampling import SamplingError, SamplingSettings
+
+MEMORY_CHOICES = ("auto", "speed", "lean")
+BACKENDS = ("local", "openai")
+
+
+def _xdg(var: str, default: str) -> Path:
+    v = os.environ.get(var)
+    return Path(v) if v else Path.home() / default
+
+
+def config_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "assistant"
+
+
+def data_dir() -> Path:
+    """Where conversations and notes live (``ASSISTANT_DATA_DIR`` overrides)."""
+    v = os.environ.get("ASSISTANT_DATA_DIR")
+    return Path(v) if v else _xdg("XDG_DATA_HOME", ".local/share") / "assistant"
+
+
+def models_dir() -> Path:
+    """The model cache that ``assistant pull`` fills (``ASSISTANT_MODELS_DIR`` overrides)."""
+    v = os.environ.get("ASSISTANT_MODELS_DIR")
+    return Path(v) if v else _xdg("XDG_CACHE_HOME", ".cache") / "assistant" / "models"
+
+
+def default_registry_text() -> str:
+    return resources.files("assistant").joinpath("models.toml").read_text(encoding="utf-8")
+
+
+class ConfigError(ValueError):
+    """models.toml cannot be read at all."""
+
+
+@dataclass
+class ModelEntry:
+    """One validated ``[models.NAME]`` table."""
+
+    name: str
+    description: str = ""
+    path: str = ""  # explicit file path
+    file: str = ""  # file name inside the model cache
+    sha256: str = ""
+    size: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+    prompt_format: str = "auto"
+    system_prompt: str = ""
+    context_length: int = 4096
+    memory: str = "auto"
+    threads: int = 0
+    stop: list[str] = field(default_factory=list)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    max_tokens: int = 1024
+    tools: list[str] = field(default_factory=list)
+    tokenizer_model: str = ""
+    backend: str = "local"
+    base_url: str = ""
+    remote_model: str = ""
+    api_key_env: str = ""
+    origin: str = ""  # the file this entry came from
+
+    @property
+    def local_path(self) -> Path:
+        if self.path:
+            return Path(os.path.expanduser(self.path))
+        return models_dir() / (self.file or f"{self.name}.gguf")
+
+    @property
+    def downloaded(self) -> bool:
+        return self.backend != "local" or self.local_path.is_file()
+
+
+@dataclass
+class Registry:
+    """All models, the default name, and the problems found while reading."""
+
+    models: dict[str, ModelEntry]
+    default: str
+    errors: list[str]
+    files: list[str]
+    plugin_dirs: list[str] = field(default_factory=list)
+
+    def get(self, name: str | None) -> ModelEntry:
+        """The entry called ``name`` (the default when None); KeyError says what exists."""
+        key = name or self.default
+        if key in self.models:
+            return self.models[key]
+        bad = [e for e in self.errors if f"models.{key}" in e]
+        hint = f" ({bad[0]})" if bad else ""
+        raise KeyError(
+            f"no usable model named {key!r}{hint}; known: {', '.join(sorted(self.models)) or 'none'}"
+        )
+
+
+def _check(cond: bool, where: str, key: str, what: str, got: Any) -> None:
+    if not cond:
+        raise ValueError(f"{where}.{key} must be {what}, got {got!r}")
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+SAMPLING_KEYS: dict[str, tuple[type, str]] = {
+    "temperature": (float, "a number >= 0"),
+    "top_k": (int, "an integer >= 0"),
+    "top_p": (float, "a number between 0 and 1"),
+    "min_p": (float, "a number between 0 and 1"),
+    "repeat_penalty": (float, "a number > 0"),
+    "repeat_last_n": (int, "an integer >= -1"),
+    "frequency_penalty": (float, "a number between -2 and 2"),
+    "presence_penalty": (float, "a number between -2 and 2"),
+    "seed": (int, "an integer >= -1"),
+}
+
+
+def parse_sampling(raw: Any, where: str, base: SamplingSettings | None = None) -> SamplingSettings:
+    """Validate a ``sampling`` table into :class:`SamplingSettings`."""
+    _check(isinstance(raw, dict), where, "sampling", "a table", raw)
+    s = SamplingSettings(**(base.as_dict() if base else {}))  # type: ignore[arg-type]
+    for key, value in raw.items():
+        if key not in SAMPLING_KEYS:
+            raise ValueError(f"{where}.sampling.{key} is not a sampling setting; allowed: {', '.join(SAMPLING_KEYS)}")
+        typ, what = SAMPLING_KEYS[key]
+        ok = _is_num(value) and (typ is float or float(value).is_integer())
+        _check(ok, where + ".sampling", key, what, value)
+        setattr(s, key, typ(value))
+    try:
+        s.validate()
+    except SamplingError as e:
+        raise ValueError(f"{where}.sampling: {e}") from None
+    return s
+
+
+def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
+    """Validate one model table; ValueError names the key and what is allowed."""
+    where = f"{origin}: models.{name}"
+    _check(isinstance(raw, dict), f"{origin}: models", name, "a table", raw)
+    e = ModelEntry(name=name, origin=origin)
+    str_keys = ("description", "path", "file", "sha256", "prompt_format", "system_prompt",
+                "tokenizer_model", "base_url", "api_key_env", "backend", "memory")
+    int_keys = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
+                "max_tokens": (1, 1 << 20)}
+    known = set(str_keys) | set(int_keys) | {"source", "stop", "sampling", "tools", "model"}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"{where}.{key} is not a known setting; allowed: {', '.join(sorted(known))}")
+        if key in str_keys:
+            _check(isinstance(value, str), where, key, "a string", value)
+            setattr(e, key, value)
+        elif key in int_keys:
+            lo, hi = int_keys[key]
+            _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+                   where, key, f"an integer between {lo} and {hi}", value)
+            setattr(e, key, value)
+        elif key == "model":
+            _check(isinstance(value, str), where, key, "a string", value)
+            e.remote_model = value
+        elif key == "stop":
+            _check(isinstance(value, list) and all(isinstance(s, str) and s for s in value),
+                   where, key, "a list of non-empty strings", value)
+            e.stop = list(value)
+        elif key == "tools":
+            _check(isinstance(value, list) and all(isinstance(s, str) for s in value),
+                   where, key, "a list of tool names", value)
+            e.tools = list(value)
+        elif key == "source":
+            _check(isinstance(value, dict), where, key, "a table (wheel/members or wheels)", value)
+            e.source = dict(value)
+        elif key == "sampling":
+            e.sampling = parse_sampling(value, where)
+    _check(e.memory in MEMORY_CHOICES, where, "memory", f"one of {MEMORY_CHOICES}", e.memory)
+    _check(e.backend in BACKENDS, where, "backend", f"one of {BACKENDS}", e.backend)
+    if e.backend == "openai":
+        _check(e.base_url.startswith(("http://", "https://")), where, "base_url", "an http(s) URL", e.base_url)
+    elif not (e.path or e.file):
+        raise ValueError(f"{where} needs `path` (a .gguf file) or `file` (a name in the model cache)")
+    if e.sha256:
+        _check(len(e.sha256) == 64 and all(c in "0123456789abcdef" for c in e.sha256.lower()),
+               where, "sha256", "64 hexadecimal digits", e.sha256)
+    return e
+
+
+def _read_toml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{origin}: not valid TOML: {err}") from None
+
+
+def user_config_path(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("ASSISTANT_CONFIG")
+    return Path(env) if env else config_dir() / "models.toml"
+
+
+def load_registry(config: str | None = None) -> Registry:
+    """Read the default registry and the user's file; bad entries become ``errors``."""
+    sources: list[tuple[str, str]] = [("models.toml (built in)", default_registry_text())]
+    user = user_config_path(config)
+    errors: list[str] = []
+    if user.is_file():
+        try:
+            sources.append((str(user), user.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as err:
+            errors.append(f"{user}: cannot read: {err}")
+    elif config:
+        errors.append(f"{user}: no such file")
+    models: dict[str, ModelEntry] = {}
+    default = ""
+    plugin_dirs: list[str] = []
+    files: list[str] = []
+    for origin, text in sources:
+        try:
+            doc = _read_toml(text, origin)
+        except ConfigError as err:
+            errors.append(str(err))
+            continue
+        files.append(origin)
+        if "default" in doc:
+            if isinstance(doc["default"], str):
+                default = doc["default"]
+            else:
+                errors.append(f"{origin}: default must be a model name (a string), got {doc['default']!r}")
+        pd = doc.get("plugin_dirs", [])
+        if isinstance(pd, list) and all(isinstance(p, str) for p in pd):
+            plugin_dirs.extend(os.path.expanduser(p) for p in pd)
+        else:
+            errors.append(f"{origin}: plugin_dirs must be a list of directory paths")
+        raw_models = doc.get("models", {})
+        if not isinstance(raw_models, dict):
+            errors.append(f"{origin}: models must be a table of [models.NAME] tables")
+            continue
+        for name, raw in raw_models.items():
+            try:
+                models[name] = parse_entry(name, raw, origin)
+            except ValueError as err:
+                models.pop(name, None)
+                errors.append(str(err))
+    if default and default not in models:
+        errors.append(f"default model {default!r} is not a usable entry")
+        default = next(iter(models), "")
+    elif not default:
+        default = next(iter(models), "")
+    return Registry(models=models, default=default, errors=errors, files=files, plugin_dirs=plugin_dirs)
+
+
+def resolve_model_path(name_or_path: str, registry: Registry | None = None) -> tuple[Path, ModelEntry | None]:
+    """A registry name or a path to a .gguf file -> (file path, entry or None)."""
+    p = Path(os.path.expanduser(name_or_path))
+    if name_or_path.endswith(".gguf") or p.is_file():
+        if not p.is_file():
+            raise FileNotFoundError(f"model file {str(p)!r} does not exist")
+        return p, None
+    reg = registry or load_registry()
+    entry = reg.get(name_or_path)
+    if entry.backend != "local":
+        return Path(), entry
+    if not entry.local_path.is_file():
+        raise FileNotFoundError(
+            f"model {entry.name!r} is not downloaded yet ({entry.local_path}); "
+            f"run: assistant pull {entry.name}"
+        )
+    return entry.local_path, entry

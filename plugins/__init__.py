@@ -1,0 +1,1 @@
+"""Built-in plugins: ordinary pluggy plugins shipped with the package as ``assistant.plugins``."""

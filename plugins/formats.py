@@ -1,0 +1,160 @@
+"""Named prompt formats: alpaca, vicuna, chatml, llama-2, llama-3, gemma, mistral, zephyr, plain.
+
+Each renders a message list to the exact text its model family was trained on and says
+which strings end an answer. Tool results (role ``tool``) are shown to formats without
+a tool role as a user turn that says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assistant.formats import Message, PromptFormat
+from assistant.hookspecs import hookimpl
+
+ALPACA_SYSTEM = ("Below is an instruction that describes a task. "
+                 "Write a response that appropriately completes the request.")
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+
+
+def _split_system(messages: list[Message], default: str = "") -> tuple[str, list[Message]]:
+    if messages and messages[0].get("role") == "system":
+        return str(messages[0].get("content", "")), messages[1:]
+    return default, messages
+
+
+def _turns(messages: list[Message]) -> list[tuple[str, str]]:
+    """(role, content) with tool results folded into user turns."""
+    out: list[tuple[str, str]] = []
+    for m in messages:
+        role = m.get("role", "user")
+        content = str(m.get("content", ""))
+        if role == "tool":
+            role, content = "user", f"[tool result]\n{content}"
+        out.append((role, content))
+    return out
+
+
+def chatml(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    parts = [f"<|im_start|>{m.get('role', 'user')}\n{m.get('content', '')}<|im_end|>\n" for m in messages]
+    if add_generation_prompt:
+        parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+
+def alpaca(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    system, rest = _split_system(messages, ALPACA_SYSTEM)
+    out = system + "\n\n" if system else ""
+    for role, content in _turns(rest):
+        if role == "assistant":
+            out += f"### Response:\n{content}\n\n"
+        else:
+            out += f"### Instruction:\n{content}\n\n"
+    if add_generation_prompt:
+        out += "### Response:\n"
+    return out
+
+
+def vicuna(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    system, rest = _split_system(messages, VICUNA_SYSTEM)
+    out = system + " " if system else ""
+    for role, content in _turns(rest):
+        if role == "assistant":
+            out += f"ASSISTANT: {content}</s>"
+        else:
+            out += f"USER: {content} "
+    if add_generation_prompt:
+        out += "ASSISTANT:"
+    return out
+
+
+def llama2(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    system, rest = _split_system(messages)
+    out = ""
+    first = True
+    for role, content in _turns(rest):
+        if role == "assistant":
+            out += f" {content} </s>"
+            continue
+        if first and system:
+            content = f"<<SYS>>\n{system}\n<</SYS>>\n\n{content}"
+        first = False
+        out += f"<s>[INST] {content} [/INST]"
+    return out
+
+
+def llama3(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    out = "<|begin_of_text|>"
+    for m in messages:
+        role = m.get("role", "user")
+        role = "ipython" if role == "tool" else role
+        out += f"<|start_header_id|>{role}<|end_header_id|>\n\n{str(m.get('content', '')).strip()}<|eot_id|>"
+    if add_generation_prompt:
+        out += "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    return out
+
+
+def gemma(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    system, rest = _split_system(messages)
+    out = ""
+    first = True
+    for role, content in _turns(rest):
+        if first and system and role == "user":
+            content = f"{system}\n\n{content}"
+        first = False
+        who = "model" if role == "assistant" else "user"
+        out += f"<start_of_turn>{who}\n{content.strip()}<end_of_turn>\n"
+    if add_generation_prompt:
+        out += "<start_of_turn>model\n"
+    return out
+
+
+def mistral(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    system, rest = _split_system(messages)
+    out = "<s>"
+    first = True
+    for role, content in _turns(rest):
+        if role == "assistant":
+            out += f"{content}</s>"
+            continue
+        if first and system:
+            content = f"{system}\n\n{content}"
+        first = False
+        out += f"[INST] {content} [/INST]"
+    return out
+
+
+def zephyr(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    out = ""
+    for m in messages:
+        role = m.get("role", "user")
+        role = "user" if role == "tool" else role
+        out += f"<|{role}|>\n{m.get('content', '')}</s>\n"
+    if add_generation_prompt:
+        out += "<|assistant|>\n"
+    return out
+
+
+def plain(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    return "\n\n".join(str(m.get("content", "")) for m in messages)
+
+
+FORMATS = [
+    PromptFormat("chatml", chatml, ["<|im_end|>"], "ChatML (<|im_start|>role ... <|im_end|>)"),
+    PromptFormat("alpaca", alpaca, ["### Instruction:"], "Stanford Alpaca instruction format",
+                 ALPACA_SYSTEM),
+    PromptFormat("vicuna", vicuna, ["USER:", "</s>"], "Vicuna v1.1 (USER: ... ASSISTANT:)", VICUNA_SYSTEM),
+    PromptFormat("llama-2", llama2, ["</s>", "[INST]"], "Llama 2 chat ([INST] <<SYS>> ... [/INST])"),
+    PromptFormat("llama-3", llama3, ["<|eot_id|>"], "Llama 3 instruct (header ids, <|eot_id|>)"),
+    PromptFormat("gemma", gemma, ["<end_of_turn>"], "Gemma turns (<start_of_turn>user/model)"),
+    PromptFormat("mistral", mistral, ["</s>", "[INST]"], "Mistral instruct ([INST] ... [/INST])"),
+    PromptFormat("zephyr", zephyr, ["</s>", "<|user|>"], "Zephyr (<|user|>, <|assistant|>)"),
+    PromptFormat("plain", plain, [], "no markup: the messages' text joined by blank lines"),
+]
+
+
+@hookimpl
+def register_prompt_formats(register):
+    for fmt in FORMATS:
+        register(fmt)
