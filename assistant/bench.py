@@ -1,0 +1,85 @@
+"""``assistant bench``: load time, first token, prefill and decode speed, peak memory.
+
+Each measurement runs ``reps`` times and reports the median and the spread (min..max).
+"Cold start to first token" is measured in a fresh process (interpreter start, imports,
+model open, a 16-token prompt, one generated token).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .core.engine import GenerationSettings, Model
+from .core.sampling import SamplingSettings
+
+COLD_START_SNIPPET = """
+import time, sys
+t0 = time.perf_counter()
+from assistant.core.engine import Model, GenerationSettings
+from assistant.core.sampling import SamplingSettings
+m = Model(sys.argv[1], memory=sys.argv[2])
+ids = m.tokenize("Hello there! Tell me a short story about a llama who learns to fly over the mountains.")[:16]
+for p in m.generate(ids, GenerationSettings(max_tokens=1, sampling=SamplingSettings(temperature=0))):
+    break
+print(time.perf_counter() - t0)
+"""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _summary(xs: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, memory: str = "speed") -> dict[str, Any]:
+    from .cli import core_status
+
+    t0 = time.perf_counter()
+    model = Model(path, memory=memory, n_ctx=max(n_prompt + n_gen + 8, 1024))
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    # A prompt of ordinary tokens (ids from the middle of the vocabulary).
+    prompt = [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=n_prompt)]
+    t1 = time.perf_counter()
+    model.net.prepare()
+    prepare_s = time.perf_counter() - t1
+    prefill: list[float] = []
+    decode: list[float] = []
+    for _ in range(reps):
+        model.reset()
+        settings = GenerationSettings(max_tokens=n_gen, sampling=SamplingSettings(temperature=0), ignore_eos=True)
+        stats: dict[str, float] = {}
+        for piece in model.generate(prompt, settings):
+            if piece.done:
+                stats = piece.stats
+        prefill.append(n_prompt / stats["prefill_s"])
+        decode.append(stats["generated_tokens"] / stats["decode_s"])
+    cold = []
+    for _ in range(max(1, min(reps, 3))):
+        out = subprocess.run([sys.executable, "-c", COLD_START_SNIPPET, path, memory], capture_output=True, text=True)
+        if out.returncode == 0:
+            cold.append(float(out.stdout.strip().splitlines()[-1]))
+    st = core_status()
+    return {
+        "model": model.name, "memory": memory, "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps,
+        "load_s": round(load_s, 4), "prepare_s": round(prepare_s, 3),
+        "first_token_s": round(statistics.median(cold), 3) if cold else None,
+        "prefill_tps": round(statistics.median(prefill), 2), "prefill_spread": [round(min(prefill), 2), round(max(prefill), 2)],
+        "decode_tps": round(statistics.median(decode), 2), "decode_spread": [round(min(decode), 2), round(max(decode), 2)],
+        "peak_rss_mb": round(peak_rss_mb(), 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),
+        "compiled": st["compiled"], "blas": st["blas"], "threads": [b.get("threads") for b in st["blas"]],
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_bench(sys.argv[1])))

@@ -1,0 +1,322 @@
+"""The chat layer: messages in, streamed answer out, with prompt formats, context policy
+and tool calling.
+
+A *backend* turns a message list into a stream of events (the local engine here; remote
+OpenAI-compatible servers through the backend hook). :class:`ChatRunner` adds the tool
+loop on top: when the model writes ``<tool_call>{...}</tool_call>`` the call is parsed,
+run with a time limit, its result appended as a ``tool`` message, and generation goes on,
+for at most ``MAX_TOOL_ROUNDS`` rounds.
+
+Events are plain dicts, the same ones the websocket protocol sends (docs/protocol.md):
+``token``, ``trimmed``, ``tool_call``, ``tool_result``, ``stats``, ``done``, ``error``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .config import ModelEntry, Registry
+from .core.engine import GenerationSettings, Model
+from .core.sampling import SamplingSettings
+from .core.transformer import ContextFullError
+from .formats import PromptFormat, TemplateError, auto_format
+from .plugin_manager import get_plugins
+from .tools import Tool, parse_tool_calls, registered_tools, run_tool
+
+Event = dict[str, Any]
+Message = dict[str, Any]
+Cancel = Callable[[], bool]
+
+MAX_TOOL_ROUNDS = 4
+TOOL_CALL_OPEN = "<tool_call>"
+
+
+class ChatError(RuntimeError):
+    """A request cannot be served (model missing, prompt too long, ...); the message says why."""
+
+
+@dataclass
+class ChatSettings:
+    """Per-request options on top of the model's defaults from models.toml."""
+
+    max_tokens: int = 512
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    stop: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    use_tools: bool = True
+    logprobs: int = 0
+    context_policy: str = "drop_oldest"  # or "error"
+
+
+def prompt_formats() -> dict[str, PromptFormat]:
+    """Every prompt format the plugins register, by name."""
+    found: dict[str, PromptFormat] = {}
+
+    def register(fmt: PromptFormat) -> None:
+        found[fmt.name] = fmt
+
+    get_plugins().call_safely("register_prompt_formats", register=register)
+    return found
+
+
+def choose_memory_mode(entry_memory: str, n_params: int) -> str:
+    """``auto`` -> speed when float32 weights fit comfortably in free memory, else lean."""
+    if entry_memory in ("speed", "lean"):
+        return entry_memory
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if ":" in line}
+        avail = info.get("MemAvailable", 0)
+    except OSError:
+        avail = 0
+    if avail == 0:
+        return "speed"
+    return "speed" if n_params * 4 < avail * 0.5 else "lean"
+
+
+class LocalBackend:
+    """Chat over a model loaded in this process."""
+
+    kind = "local"
+
+    def __init__(self, entry: ModelEntry, model: Model) -> None:
+        self.entry = entry
+        self.model = model
+        self.name = entry.name
+        self.format = self._pick_format()
+        self.lock = threading.Lock()  # one generation at a time on this model
+
+    @classmethod
+    def load(cls, entry: ModelEntry, registry: Registry | None = None) -> "LocalBackend":
+        path = entry.local_path
+        if not path.is_file():
+            raise ChatError(f"model {entry.name!r} is not downloaded; run: assistant pull {entry.name}")
+        from .core.gguf import open_gguf
+
+        n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
+        memory = choose_memory_mode(entry.memory, n_params)
+        if entry.threads > 0:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=entry.threads, user_api="blas")
+        model = Model(str(path), memory=memory, n_ctx=entry.context_length,
+                      tokenizer_model=entry.tokenizer_model, name=entry.name)
+        return cls(entry, model)
+
+    def _pick_format(self) -> PromptFormat:
+        fmt_name = self.entry.prompt_format
+        formats = prompt_formats()
+        if fmt_name == "auto":
+            if self.model.chat_template:
+                vocab = self.model.tokenizer.vocab
+                bos = vocab.tokens[vocab.bos_id] if vocab.bos_id >= 0 else ""
+                eos = vocab.tokens[vocab.eos_id] if vocab.eos_id >= 0 else ""
+                try:
+                    return auto_format(self.model.chat_template, bos, eos)
+                except TemplateError:
+                    pass
+            fmt_name = "gemma" if self.model.architecture == "gemma3" else "chatml"
+        fmt = formats.get(fmt_name)
+        if fmt is None:
+            raise ChatError(f"model {self.name!r}: prompt format {fmt_name!r} is not registered; "
+                            f"known: auto, {', '.join(sorted(formats))}")
+        return fmt
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.n_ctx
+
+    def render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
+        """The prompt text; ``tools`` are OpenAI-style schemas the template may announce."""
+        return self.format.render(messages, True, tools if tools and self.format.supports_tools else None)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.tokenize(text, add_special=True, parse_special=True))
+
+    def fit(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings) -> tuple[list[int], int]:
+        """Prompt ids for ``messages``, dropping the oldest turns (keeping the system prompt)
+        until prompt + answer room fits the context. Returns (ids, turns dropped)."""
+        reserve = min(settings.max_tokens, self.n_ctx // 4)
+        msgs = list(messages)
+        dropped = 0
+        while True:
+            ids = self.model.tokenize(self.render(msgs, tools), add_special=True, parse_special=True)
+            if len(ids) + reserve <= self.n_ctx:
+                return ids, dropped
+            if settings.context_policy == "error":
+                raise ChatError(f"the conversation needs {len(ids)} tokens plus {reserve} for the answer, "
+                                f"but the context holds {self.n_ctx}")
+            first = 1 if msgs and msgs[0].get("role") == "system" else 0
+            if len(msgs) - first <= 1:
+                raise ChatError(f"the last message alone needs {len(ids)} tokens; the context holds "
+                                f"{self.n_ctx}. Shorten it or raise context_length in models.toml")
+            del msgs[first]
+            dropped += 1
+
+    def stream(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings,
+               cancel: Cancel | None) -> Iterator[Event]:
+        """Events for one generation: ``trimmed``?, ``token``*, ``done`` (with stats)."""
+        try:
+            ids, dropped = self.fit(messages, tools, settings)
+        except TemplateError as err:
+            raise ChatError(str(err)) from None
+        if dropped:
+            yield {"type": "trimmed", "dropped": dropped,
+                   "message": f"context trimmed: the {dropped} oldest message(s) no longer fit and were left out"}
+        gen = GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
+                                 stop=list(self.format.stop) + list(self.entry.stop) + list(settings.stop),
+                                 logprobs=settings.logprobs)
+        try:
+            for piece in self.model.generate(ids, gen, cancel):
+                if piece.done:
+                    if piece.text:
+                        yield {"type": "token", "text": piece.text}
+                    st = dict(piece.stats)
+                    st["n_ctx"] = float(self.n_ctx)
+                    st["context_used"] = st["prompt_tokens"] + st["generated_tokens"]
+                    yield {"type": "done", "finish_reason": piece.finish_reason, "stats": st}
+                else:
+                    ev: Event = {"type": "token", "text": piece.text, "id": piece.token}
+                    if settings.logprobs:
+                        ev["logprob"] = piece.logprob
+                        ev["top_logprobs"] = piece.top_logprobs
+                    yield ev
+        except ContextFullError as err:
+            raise ChatError(str(err)) from None
+
+
+    def complete(self, prompt: str, settings: ChatSettings, cancel: Cancel | None) -> Iterator[Event]:
+        """Events for a raw text completion (no chat format)."""
+        ids = self.model.tokenize(prompt, add_special=True, parse_special=True)
+        if not ids:
+            raise ChatError("the prompt is empty")
+        if len(ids) >= self.n_ctx:
+            raise ChatError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
+        gen = GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
+                                 stop=list(settings.stop), logprobs=settings.logprobs)
+        for piece in self.model.generate(ids, gen, cancel):
+            if piece.done:
+                if piece.text:
+                    yield {"type": "token", "text": piece.text}
+                yield {"type": "done", "finish_reason": piece.finish_reason, "stats": dict(piece.stats)}
+            else:
+                yield {"type": "token", "text": piece.text, "id": piece.token,
+                       "logprob": piece.logprob, "top_logprobs": piece.top_logprobs}
+
+
+class ChatRunner:
+    """Runs one assistant turn (possibly several tool rounds) and streams events."""
+
+    def __init__(self, backend: Any, tools: dict[str, Tool] | None = None) -> None:
+        self.backend = backend
+        self.all_tools = tools if tools is not None else registered_tools()
+
+    def enabled_tools(self, settings: ChatSettings) -> list[Tool]:
+        if not settings.use_tools:
+            return []
+        names = settings.tools or list(getattr(self.backend.entry, "tools", []))
+        return [self.all_tools[n] for n in names if n in self.all_tools]
+
+    def run(self, messages: list[Message], settings: ChatSettings, cancel: Cancel | None = None) -> Iterator[Event]:
+        """Yield events; the final ``done`` event carries ``content`` (the answer) and
+        ``new_messages`` (assistant/tool messages produced, for the transcript)."""
+        tools = self.enabled_tools(settings)
+        msgs = [self._apply_message_filters(m) for m in messages]
+        msgs = self._filter_messages(msgs)
+        new_messages: list[Message] = []
+        totals = {"prompt_tokens": 0.0, "generated_tokens": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
+        last_done: Event = {}
+        for round_no in range(MAX_TOOL_ROUNDS + 1):
+            text = ""
+            emitted = 0
+            schemas = [t.schema() for t in tools] or None
+            for ev in self.backend.stream(msgs, schemas, settings, cancel):
+                if ev["type"] == "token":
+                    text += ev["text"]
+                    # Hide tool-call markup from the visible stream; tool events show it.
+                    if tools:
+                        cut = text.find(TOOL_CALL_OPEN)
+                        visible_end = cut if cut >= 0 else len(text) - _partial_suffix(text, TOOL_CALL_OPEN)
+                    else:
+                        visible_end = len(text)
+                    if visible_end > emitted:
+                        out = dict(ev)
+                        out["text"] = text[emitted:visible_end]
+                        emitted = visible_end
+                        yield out
+                elif ev["type"] == "done":
+                    last_done = ev
+                    for k in totals:
+                        totals[k] += float(ev.get("stats", {}).get(k, 0.0))
+                else:
+                    yield ev
+            calls = parse_tool_calls(text) if tools else []
+            if not calls or last_done.get("finish_reason") == "cancelled" or round_no == MAX_TOOL_ROUNDS:
+                if emitted < len(text) and not calls:
+                    yield {"type": "token", "text": text[emitted:]}
+                content = self._filter_output(text)
+                new_messages.append({"role": "assistant", "content": content})
+                stats = dict(last_done.get("stats", {}))
+                stats.update(totals)
+                yield {"type": "done", "finish_reason": last_done.get("finish_reason", "stop"),
+                       "stats": stats, "content": content, "new_messages": new_messages}
+                return
+            new_messages.append({"role": "assistant", "content": text,
+                                 "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in calls]})
+            msgs.append(new_messages[-1])
+            for call in calls:
+                yield {"type": "tool_call", "name": call.name, "arguments": call.arguments, "error": call.error}
+                if call.error:
+                    content = f"error: {call.error}"
+                    ok = False
+                elif call.name not in {t.name for t in tools}:
+                    content = f"error: there is no tool named {call.name!r}; available: {', '.join(t.name for t in tools)}"
+                    ok = False
+                else:
+                    res = run_tool(self.all_tools[call.name], call.arguments)
+                    content = res.content if res.ok else f"error: {res.content}"
+                    ok = res.ok
+                yield {"type": "tool_result", "name": call.name, "ok": ok, "content": content}
+                tool_msg = {"role": "tool", "name": call.name, "content": content}
+                new_messages.append(tool_msg)
+                msgs.append(tool_msg)
+
+    def _apply_message_filters(self, m: Message) -> Message:
+        return {k: v for k, v in m.items() if k in ("role", "content", "name", "tool_calls")}
+
+    def _filter_messages(self, msgs: list[Message]) -> list[Message]:
+        for res in get_plugins().call_safely("filter_messages", messages=msgs, model=self.backend.name):
+            if isinstance(res, list) and all(isinstance(m, dict) for m in res):
+                msgs = res
+        return msgs
+
+    def _filter_output(self, text: str) -> str:
+        for res in get_plugins().call_safely("filter_output", text=text, model=self.backend.name):
+            if isinstance(res, str):
+                text = res
+        return text
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``marker``."""
+    for k in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:k]):
+            return k
+    return 0
+
+
+def merged_sampling(entry: ModelEntry, overrides: dict[str, Any] | None) -> SamplingSettings:
+    """The entry's sampling defaults with request ``overrides`` (validated)."""
+    from .config import parse_sampling
+
+    base = entry.sampling
+    if not overrides:
+        return base
+    return parse_sampling(overrides, f"request for {entry.name}", base)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") in ("1", "true", "yes")

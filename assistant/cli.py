@@ -1,0 +1,452 @@
+"""The ``assistant`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import load_registry, resolve_model_path
+
+
+def core_status() -> dict[str, Any]:
+    """Whether the core is mypyc-compiled, and which numpy/BLAS it runs on."""
+    from .core import engine, gguf, tokenizer
+
+    compiled = all(m.__file__ is not None and m.__file__.endswith((".so", ".pyd")) for m in (gguf, tokenizer, engine))
+    import numpy as np
+
+    blas: list[dict[str, Any]] = []
+    try:
+        from threadpoolctl import threadpool_info
+
+        for info in threadpool_info():
+            blas.append({"api": info.get("internal_api"), "version": info.get("version"),
+                         "threads": info.get("num_threads"), "arch": info.get("architecture")})
+    except Exception as err:  # threadpoolctl missing or broken: say so
+        blas.append({"error": str(err)})
+    return {"version": __version__, "compiled": compiled, "core_file": gguf.__file__,
+            "numpy": np.__version__, "blas": blas, "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    st = core_status()
+    blas = ", ".join(f"{b.get('api')} {b.get('version')} ({b.get('arch')}, {b.get('threads')} threads)"
+                     for b in st["blas"] if "api" in b) or "unknown"
+    click.echo(f"assistant {st['version']}: core {'compiled (mypyc)' if st['compiled'] else 'NOT compiled (pure Python)'}; "
+               f"numpy {st['numpy']}; BLAS {blas}; {st['cpus']} CPUs")
+    ctx.exit()
+
+
+@click.group()
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, whether the core is compiled, and the BLAS in use.")
+@click.option("--config", "config", default=None, help="A models.toml that overrides the built-in registry.")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """assistant: ChatGPT on your own laptop."""
+    ctx.obj = {"config": config}
+
+
+def _registry(ctx: click.Context) -> Any:
+    return load_registry(ctx.obj.get("config"))
+
+
+def _load(ctx: click.Context, model: str | None, memory: str | None = None) -> Any:
+    from .core.engine import Model
+
+    reg = _registry(ctx)
+    try:
+        path, entry = resolve_model_path(model or reg.default, reg)
+    except (FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err.args[0]) if err.args else str(err)) from None
+    from .chat import choose_memory_mode
+    from .core.gguf import GGUFError, open_gguf
+
+    try:
+        n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
+        mem = choose_memory_mode(memory or (entry.memory if entry else "auto"), n_params)
+        return Model(str(path), memory=mem, n_ctx=entry.context_length if entry else 0,
+                     tokenizer_model=entry.tokenizer_model if entry else "", name=entry.name if entry else str(path)), entry
+    except (GGUFError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the installation: compiled core, BLAS, models, plugins."""
+    st = core_status()
+    click.echo(json.dumps(st, indent=2))
+    reg = _registry(ctx)
+    for name, e in reg.models.items():
+        click.echo(f"model {name}: {'downloaded' if e.downloaded else 'not downloaded'} ({e.local_path})")
+    for err in reg.errors:
+        click.echo(f"problem: {err}")
+
+
+@main.command()
+@click.option("-m", "--model", default=None, help="Model name from models.toml or a .gguf path.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the browser.")
+@click.option("--api-key", default=None, envvar="ASSISTANT_API_KEY", help="Required to bind a non-loopback address.")
+@click.option("--queue-cap", default=8, show_default=True, type=int)
+@click.pass_context
+def serve(ctx: click.Context, model: str | None, host: str, port: int, open_browser: bool,
+          api_key: str | None, queue_cap: int) -> None:
+    """Start the chat server and print the URL to open."""
+    from werkzeug.serving import make_server
+
+    from .server import create_app
+
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not api_key:
+        raise click.ClickException(f"binding {host} exposes the assistant to the network; "
+                                   f"set --api-key (or ASSISTANT_API_KEY) to do that")
+    reg = _registry(ctx)
+    if model and model not in reg.models:
+        raise click.ClickException(f"no model {model!r} in models.toml; known: {', '.join(reg.models)}")
+    app = create_app({"REGISTRY": reg, "DEFAULT_MODEL": model or reg.default, "HOST": host, "PORT": port,
+                      "API_KEY": api_key or "", "QUEUE_CAP": queue_cap})
+    state = app.extensions["assistant"]
+    entry = reg.get(model)
+    if not entry.downloaded:
+        click.echo(f"note: model {entry.name!r} is not downloaded yet; run: assistant pull {entry.name}", err=True)
+    else:
+        state.manager.worker(entry.name)  # start loading now, in the background
+    server = make_server(host, port, app, threaded=True)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{server.server_port}/"
+    click.echo(f"assistant is running on {entry.name}: open {url}", err=False)
+    sys.stdout.flush()
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        state.manager.shutdown()
+
+
+def _sampling_from_options(entry: Any, temperature: float | None, top_k: int | None, top_p: float | None,
+                           min_p: float | None, seed: int | None, repeat_penalty: float | None) -> Any:
+    from .config import parse_sampling
+    from .core.sampling import SamplingSettings
+
+    base = entry.sampling if entry is not None else SamplingSettings()
+    over = {k: v for k, v in {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+                              "seed": seed, "repeat_penalty": repeat_penalty}.items() if v is not None}
+    try:
+        return parse_sampling(over, "command line", base)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+
+
+_sampling_opts = [
+    click.option("--temperature", type=float, default=None),
+    click.option("--top-k", type=int, default=None),
+    click.option("--top-p", type=float, default=None),
+    click.option("--min-p", type=float, default=None),
+    click.option("--seed", type=int, default=None),
+    click.option("--repeat-penalty", type=float, default=None),
+]
+
+
+def sampling_options(f: Any) -> Any:
+    for opt in reversed(_sampling_opts):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@click.option("-m", "--model", default=None)
+@click.option("-p", "--prompt", required=True, help="The text to continue (control tokens are parsed).")
+@click.option("-n", "--max-tokens", "n_tokens", default=128, show_default=True, type=int)
+@sampling_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming.")
+@click.option("--memory", type=click.Choice(["auto", "speed", "lean"]), default=None)
+@click.pass_context
+def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, temperature: float | None,
+        top_k: int | None, top_p: float | None, min_p: float | None, seed: int | None,
+        repeat_penalty: float | None, as_json: bool, memory: str | None) -> None:
+    """Complete PROMPT with the model, streaming to stdout."""
+    from .core.engine import GenerationSettings
+
+    m, entry = _load(ctx, model, memory)
+    sampling = _sampling_from_options(entry, temperature, top_k, top_p, min_p, seed, repeat_penalty)
+    ids = m.tokenize(prompt, add_special=True, parse_special=True)
+    text = ""
+    tokens: list[int] = []
+    stats: dict[str, float] = {}
+    finish = ""
+    for piece in m.generate(ids, GenerationSettings(max_tokens=n_tokens, sampling=sampling)):
+        text += piece.text
+        if piece.done:
+            stats, finish = piece.stats, piece.finish_reason
+        else:
+            tokens.append(piece.token)
+        if not as_json and piece.text:
+            click.echo(piece.text, nl=False)
+            sys.stdout.flush()
+    if as_json:
+        click.echo(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(ids),
+                               "finish_reason": finish, "prefill_s": stats.get("prefill_s", 0.0),
+                               "decode_s": stats.get("decode_s", 0.0), "load_s": m.load_seconds,
+                               "decode_tps": len(tokens) / stats["decode_s"] if stats.get("decode_s") else 0.0,
+                               "model": m.name}))
+    else:
+        click.echo()
+
+
+@main.command()
+@click.option("-m", "--model", default=None)
+@click.option("--system", default=None, help="System prompt.")
+@click.option("-n", "--max-tokens", "n_tokens", default=None, type=int)
+@sampling_options
+@click.pass_context
+def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: int | None,
+         temperature: float | None, top_k: int | None, top_p: float | None, min_p: float | None,
+         seed: int | None, repeat_penalty: float | None) -> None:
+    """Chat in the terminal: /reset, /system TEXT, /quit; Ctrl-C stops an answer."""
+    from .chat import ChatError, ChatRunner, ChatSettings, LocalBackend
+    from .tools import parse_slash_command, registered_tools, run_tool
+
+    reg = _registry(ctx)
+    try:
+        entry = reg.get(model)
+    except KeyError as err:
+        raise click.ClickException(str(err.args[0])) from None
+    try:
+        backend = LocalBackend.load(entry, reg)
+    except ChatError as err:
+        raise click.ClickException(str(err)) from None
+    sampling = _sampling_from_options(entry, temperature, top_k, top_p, min_p, seed, repeat_penalty)
+    tools = registered_tools()
+    runner = ChatRunner(backend, tools)
+    system_prompt = system if system is not None else entry.system_prompt
+    history: list[dict[str, Any]] = []
+    click.echo(f"Chatting with {entry.name}. /reset, /system TEXT, /quit; Ctrl-C stops an answer.")
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            return
+        if not line.strip():
+            continue
+        if line.strip() in ("/quit", "/exit"):
+            return
+        if line.strip() == "/reset":
+            history.clear()
+            click.echo("(conversation cleared)")
+            continue
+        if line.startswith("/system"):
+            system_prompt = line[len("/system"):].strip()
+            click.echo("(system prompt set)")
+            continue
+        slash = parse_slash_command(line.strip(), tools)
+        if slash is not None:
+            res = run_tool(*slash)
+            click.echo(res.content if res.ok else f"error: {res.content}")
+            continue
+        history.append({"role": "user", "content": line})
+        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + history
+        settings = ChatSettings(max_tokens=n_tokens or entry.max_tokens, sampling=sampling)
+        stopped = {"flag": False}
+        answer = ""
+        try:
+            for ev in runner.run(msgs, settings, lambda: stopped["flag"]):
+                if ev["type"] == "token":
+                    click.echo(ev["text"], nl=False)
+                    sys.stdout.flush()
+                elif ev["type"] == "tool_call":
+                    click.echo(f"\n[calling {ev['name']}({json.dumps(ev['arguments'])})]")
+                elif ev["type"] == "tool_result":
+                    click.echo(f"[{ev['name']}: {ev['content']}]")
+                elif ev["type"] == "trimmed":
+                    click.echo(f"[{ev['message']}]")
+                elif ev["type"] == "done":
+                    answer = ev.get("content", "")
+                    history.extend(ev.get("new_messages", []))
+        except KeyboardInterrupt:
+            stopped["flag"] = True
+            click.echo("\n(stopped)")
+            if answer:
+                history.append({"role": "assistant", "content": answer})
+        except ChatError as err:
+            click.echo(f"\nerror: {err}")
+            history.pop()
+        click.echo()
+
+
+@main.command()
+@click.argument("model")
+@click.argument("text")
+@click.option("--special", is_flag=True, help="Parse control tokens written in the text.")
+@click.option("--no-bos", is_flag=True, help="Do not add BOS even if the model wants it.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tokenize(ctx: click.Context, model: str, text: str, special: bool, no_bos: bool, as_json: bool) -> None:
+    """Print the token ids and pieces of TEXT (like llama-tokenize)."""
+    from .core.gguf import open_gguf
+    from .core.tokenizer import tokenizer_from_gguf
+
+    reg = _registry(ctx)
+    try:
+        path, entry = resolve_model_path(model, reg)
+    except (FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err.args[0])) from None
+    tok = tokenizer_from_gguf(open_gguf(str(path)), entry.tokenizer_model if entry else "")
+    ids = tok.encode(text, add_special=not no_bos, parse_special=special)
+    if as_json:
+        click.echo(json.dumps([{"id": i, "piece": tok.piece(i)} for i in ids], ensure_ascii=False))
+        return
+    for i in ids:
+        click.echo(f"{i:>8} -> {tok.piece(i)!r}")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def info(ctx: click.Context, model: str, as_json: bool) -> None:
+    """Summarise a model file: architecture, sizes, vocabulary, template, quantization mix."""
+    from .info import model_summary, render_summary
+
+    reg = _registry(ctx)
+    try:
+        path, entry = resolve_model_path(model, reg)
+    except (FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err.args[0])) from None
+    summary = model_summary(str(path), entry)
+    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_models", is_flag=True, help="Fetch every model in the registry.")
+@click.option("--force", is_flag=True, help="Fetch again even if the file exists.")
+@click.pass_context
+def pull(ctx: click.Context, names: tuple[str, ...], all_models: bool, force: bool) -> None:
+    """Fetch models listed in models.toml into the model cache."""
+    from .pull import PullError, pull as do_pull
+
+    reg = _registry(ctx)
+    targets = list(reg.models) if all_models else list(names) or [reg.default]
+    for name in targets:
+        try:
+            entry = reg.get(name)
+            t0 = time.time()
+            path = do_pull(entry, force=force)
+            click.echo(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.1f} s)")
+        except (PullError, KeyError) as err:
+            raise click.ClickException(str(err.args[0]) if err.args else str(err)) from None
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the models in models.toml and any problems with it."""
+    reg = _registry(ctx)
+    rows = []
+    for name, e in reg.models.items():
+        size = e.local_path.stat().st_size if e.backend == "local" and e.local_path.is_file() else e.size
+        rows.append({"name": name, "size_mb": round(size / 1e6, 1) if size else None,
+                     "downloaded": e.downloaded, "format": e.prompt_format, "default": name == reg.default,
+                     "backend": e.backend, "description": e.description})
+    if as_json:
+        click.echo(json.dumps({"models": rows, "errors": reg.errors}, indent=2))
+        return
+    click.echo(f"{'':2}{'NAME':<18}{'SIZE':>10}  {'DOWNLOADED':<11}{'FORMAT':<9}DESCRIPTION")
+    for r in rows:
+        size = f"{r['size_mb']:.0f} MB" if r["size_mb"] else "-"
+        click.echo(f"{'*' if r['default'] else ' ':2}{r['name']:<18}{size:>10}  "
+                   f"{'yes' if r['downloaded'] else 'no':<11}{r['format']:<9}{r['description']}")
+    for err in reg.errors:
+        click.echo(f"problem: {err}", err=True)
+
+
+@main.command()
+@click.pass_context
+def plugins(ctx: click.Context) -> None:
+    """List loaded plugins, where they come from, and the hooks each implements."""
+    from .plugin_manager import get_plugins
+
+    pm = get_plugins(_registry(ctx).plugin_dirs)
+    for info in pm.infos.values():
+        status = f"ERROR {info.error}" if info.error else ", ".join(info.hooks)
+        click.echo(f"{info.name:<34} {info.origin:<40} {status}")
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--type", "qtype", type=click.Choice(["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "f16", "f32"]),
+              required=True)
+def quantize(src: str, dst: str, qtype: str) -> None:
+    """Requantize the matrices of SRC into DST (atomically; never overwrites SRC)."""
+    from .quantize import QuantizeError, quantize_file
+
+    try:
+        quantize_file(src, dst, qtype, progress=True)
+    except QuantizeError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.option("-m", "--model", default=None)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--ctx", "n_ctx", default=512, show_default=True, type=int, help="Tokens per chunk.")
+@click.option("--chunks", default=0, type=int, help="Stop after this many chunks (0 = all).")
+@click.pass_context
+def perplexity(ctx: click.Context, model: str | None, file: str, n_ctx: int, chunks: int) -> None:
+    """Perplexity over a text file, scored like llama-perplexity (second half of each chunk)."""
+    from .perplexity import perplexity as ppl
+
+    m, _ = _load(ctx, model)
+    text = Path(file).read_text(encoding="utf-8", errors="replace")
+    result = ppl(m, text, n_ctx, chunks, lambda i, n, p: click.echo(f"[{i}/{n}] {p:.4f}", err=True))
+    click.echo(f"perplexity: {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
+               f"in {result['chunks']} chunks")
+
+
+@main.command()
+@click.option("-m", "--model", default=None)
+@click.option("--prompt", "n_prompt", default=512, show_default=True, type=int)
+@click.option("--gen", "n_gen", default=128, show_default=True, type=int)
+@click.option("--reps", default=3, show_default=True, type=int)
+@click.option("--memory", type=click.Choice(["speed", "lean"]), default="speed", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench(ctx: click.Context, model: str | None, n_prompt: int, n_gen: int, reps: int, memory: str,
+          as_json: bool) -> None:
+    """Measure load time, first token, prefill and decode speed, and peak memory."""
+    from .bench import run_bench
+
+    reg = _registry(ctx)
+    try:
+        path, entry = resolve_model_path(model or reg.default, reg)
+    except (FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err.args[0])) from None
+    result = run_bench(str(path), n_prompt, n_gen, reps, memory)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:>16}: {v}")
+
+
+if __name__ == "__main__":
+    main()
