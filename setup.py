@@ -18,6 +18,6 @@ ext_modules = []
 if os.environ.get("ASSISTANT_NO_MYPYC", "") not in ("1", "true", "yes"):
     from mypyc.build import mypycify
 
-    ext_modules = mypycify(["--strict", *COMPILED], opt_level="3", group_name="assistant_core")
+    ext_modules = mypycify(["--strict", "--follow-imports=silent", *COMPILED], opt_level="3", group_name="assistant_core")
 
 setup(ext_modules=ext_modules)

@@ -1,0 +1,105 @@
+"""The ``openai`` backend: chat through a remote OpenAI-compatible server.
+
+A models.toml entry with ``backend = "openai"``, ``base_url`` and ``model`` (and optionally
+``api_key_env``, the *name* of an environment variable holding the key) streams from
+llama.cpp's llama-server, vLLM, Ollama or another assistant. Keys are read from the
+environment at request time and never stored or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Iterator
+
+from assistant.chat import ChatError
+from assistant.hookspecs import hookimpl
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+
+
+class OpenAIBackend:
+    kind = "openai"
+
+    def __init__(self, entry: Any) -> None:
+        self.entry = entry
+        self.name = entry.name
+        self.base = entry.base_url.rstrip("/")
+        self.n_ctx = entry.context_length
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.entry.api_key_env:
+            key = os.environ.get(self.entry.api_key_env, "")
+            if not key:
+                raise ChatError(f"model {self.name!r}: the environment variable {self.entry.api_key_env} is not set")
+            h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, settings: Any,
+               cancel: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
+        s = settings.sampling
+        body: dict[str, Any] = {"model": self.entry.remote_model or self.name, "messages": messages, "stream": True,
+                                "max_tokens": settings.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        if s.seed >= 0:
+            body["seed"] = s.seed
+        if settings.stop:
+            body["stop"] = settings.stop
+        if tools:
+            body["tools"] = tools
+        req = urllib.request.Request(self.base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers=self._headers(), method="POST")
+        try:
+            resp = urllib.request.urlopen(req, timeout=CONNECT_TIMEOUT_S)
+        except urllib.error.HTTPError as err:
+            detail = err.read(2000).decode("utf-8", "replace")
+            if err.code == 401:
+                raise ChatError(f"{self.base} refused the API key (401)") from None
+            raise ChatError(f"{self.base} answered {err.code}: {detail[:300]}") from None
+        except (urllib.error.URLError, OSError) as err:
+            raise ChatError(f"cannot reach {self.base}: {getattr(err, 'reason', err)}") from None
+        finish = "stop"
+        generated = 0
+        try:
+            resp.fp.raw._sock.settimeout(READ_TIMEOUT_S) if hasattr(resp.fp, "raw") else None
+            for raw in resp:
+                if cancel is not None and cancel():
+                    finish = "cancelled"
+                    break
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    obj = json.loads(data)
+                except json.JSONDecodeError:
+                    raise ChatError(f"{self.base} sent a malformed stream") from None
+                if "error" in obj:
+                    raise ChatError(f"{self.base}: {obj['error'].get('message', obj['error'])}")
+                for ch in obj.get("choices", []):
+                    text = (ch.get("delta") or {}).get("content") or ""
+                    if text:
+                        generated += 1
+                        yield {"type": "token", "text": text}
+                    if ch.get("finish_reason"):
+                        finish = ch["finish_reason"]
+        except (TimeoutError, OSError) as err:
+            raise ChatError(f"{self.base} stopped answering ({err})") from None
+        finally:
+            resp.close()
+        yield {"type": "done", "finish_reason": finish,
+               "stats": {"prompt_tokens": 0.0, "generated_tokens": float(generated), "prefill_s": 0.0,
+                         "decode_s": 0.0, "n_ctx": float(self.n_ctx)}}
+
+    def complete(self, prompt: str, settings: Any, cancel: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
+        yield from self.stream([{"role": "user", "content": prompt}], None, settings, cancel)
+
+
+@hookimpl
+def register_backends(register):
+    register("openai", OpenAIBackend)
