@@ -1,0 +1,74 @@
+"""Shared fixtures: hermetic data directories, tiny generated models, the real models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "golden"
+
+# Tests never load third-party plugins from the environment unless they ask to.
+os.environ.setdefault("ASSISTANT_LOAD_PLUGINS", "0")
+
+REAL_MODELS = {
+    "smollm2": ("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct-q4_1"),
+    "qwen2.5-coder": ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m"),
+    "gemma3-270m": ("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m"),
+}
+
+
+def _models_dir() -> Path:
+    from assistant.config import models_dir
+
+    return models_dir()
+
+
+def real_model_path(name: str) -> Path:
+    """Path of a real model; fails (never skips) when it was not pulled."""
+    path = _models_dir() / REAL_MODELS[name][0]
+    if not path.is_file():
+        pytest.fail(f"real model {name} is missing at {path}; run `assistant pull --all` "
+                    f"(scripts/dev.sh test does it)")
+    return path
+
+
+def golden(name: str) -> dict:
+    return json.loads((GOLDEN / f"{REAL_MODELS[name][1]}.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path, monkeypatch):
+    """Every test gets its own data and config directories (the model cache is shared)."""
+    models = _models_dir()
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("ASSISTANT_MODELS_DIR", str(models))
+    monkeypatch.delenv("ASSISTANT_CONFIG", raising=False)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random models of each architecture: {arch: path}."""
+    from ggufmaker import make_model
+
+    d = tmp_path_factory.mktemp("tiny")
+    return {arch: make_model(d / f"{arch}.gguf", arch=arch, seed=i, tied=(arch != "qwen2"))
+            for i, arch in enumerate(("llama", "qwen2", "gemma3"))}
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    return real_model_path("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    from assistant.core.engine import Model
+
+    return Model(str(smollm2_path), memory="speed", n_ctx=2048, name="smollm2")

@@ -1,0 +1,74 @@
+"""Dequantizers equal gguf.quants (llama.cpp's reference) bit for bit; quantizers match its rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import quants as ref
+
+from assistant.core.gguf import GGML_TYPES, open_gguf
+from assistant.core.quants import QuantError, dequantize, quantize, split_codes
+from conftest import REAL_MODELS, real_model_path
+
+TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_random_blocks_match_reference(name):
+    tid = Q[name].value
+    _n, block, bsize = GGML_TYPES[tid]
+    rng = np.random.default_rng(tid)
+    rows, cols = 48, 512
+    raw = rng.integers(0, 256, size=rows * cols // block * bsize, dtype=np.uint8)
+    if name == "F32":  # random bytes would be mostly NaN payloads; use real floats too
+        raw = rng.standard_normal(rows * cols).astype(np.float32).view(np.uint8)
+    expected = ref.dequantize(raw.reshape(rows, -1), Q[name])
+    got = dequantize(tid, raw, (rows, cols))
+    assert got.dtype == np.float32 and got.shape == (rows, cols)
+    assert np.array_equal(_bits(expected), _bits(got))
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_quantizers_match_reference(name):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((64, 256)) * rng.uniform(0.01, 10, size=(64, 1))).astype(np.float32)
+    x[3] = 0.0  # an all-zero block
+    expected = ref.quantize(x, Q[name]).reshape(-1)
+    assert np.array_equal(quantize(Q[name].value, x), expected)
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_lean_codes_reproduce_weights_exactly(name):
+    tid = Q[name].value
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 128)).astype(np.float32)
+    raw = quantize(tid, x)
+    codes, scales, mins = split_codes(tid, raw, 16, 128)
+    rebuilt = codes.reshape(16, 4, 32).astype(np.float32) * scales[:, :, None] + mins[:, :, None]
+    # Equal values (adding a zero minimum may turn -0.0 into +0.0, which is the same weight).
+    assert np.array_equal(rebuilt.reshape(16, 128), dequantize(tid, raw, (16, 128)))
+
+
+def test_unsupported_type_names_type_and_tensor():
+    with pytest.raises(QuantError, match=r"blk\.0\.x.*IQ4_XS"):
+        dequantize(Q.IQ4_XS.value, np.zeros(136, dtype=np.uint8), (256,), "blk.0.x")
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(REAL_MODELS))
+def test_every_tensor_of_real_models_matches_reference(model):
+    f = open_gguf(str(real_model_path(model)))
+    checked = 0
+    for t in f.tensors.values():
+        raw = f.tensor_data(t.name)
+        got = dequantize(t.type_id, raw, t.shape, t.name)
+        expected = ref.dequantize(raw.reshape(t.shape[:-1] + (-1,)), Q(t.type_id))
+        assert np.array_equal(_bits(expected), _bits(got)), t.name
+        checked += 1
+    assert checked == len(f.tensors)

@@ -1,0 +1,104 @@
+"""Tokenizers match llama.cpp token for token on the golden cases of all three models."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from assistant.core.gguf import open_gguf
+from assistant.core.pretokenize import PreTokenizer
+from assistant.core.tokenizer import StreamingDetokenizer, TokenizerError, tokenizer_from_gguf
+from conftest import REAL_MODELS, golden, real_model_path
+
+_cache: dict = {}
+
+
+def tok(name):
+    if name not in _cache:
+        _cache[name] = tokenizer_from_gguf(open_gguf(str(real_model_path(name))))
+    return _cache[name]
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("model", sorted(REAL_MODELS))
+def test_golden_tokenization(model):
+    t = tok(model)
+    cases = golden(model)["tokenize"]
+    assert len(cases) >= 20
+    for c in cases:
+        assert t.encode(c["text"], add_special=False, parse_special=False) == c["ids_plain"], c["text"]
+        assert t.encode(c["text"], add_special=False, parse_special=True) == c["ids_special"], c["text"]
+        assert t.encode(c["text"], add_special=True, parse_special=False) == c["ids_with_bos"], c["text"]
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("model", sorted(REAL_MODELS))
+def test_golden_round_trip_and_prompts(model):
+    t = tok(model)
+    g = golden(model)
+    for c in g["tokenize"]:
+        assert t.decode(c["ids_plain"]) == c["text"]
+        assert t.decode(c["ids_with_bos"]) == c["text"]
+    for c in g["generate"]:
+        assert t.encode(c["prompt"], add_special=True, parse_special=True) == c["prompt_ids"]
+        assert t.decode(c["greedy_ids"]) == c["greedy_text"]
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("model", sorted(REAL_MODELS))
+def test_streaming_detokenizer_never_splits_characters(model):
+    t = tok(model)
+    for c in golden(model)["tokenize"]:
+        ids = c["ids_with_bos"]
+        sd = StreamingDetokenizer(t)
+        parts = [sd.add_token(i) for i in ids] + [sd.finalize()]
+        assert "".join(parts) == t.decode(ids)
+        assert all("\ufffd" not in p for p in parts), parts
+
+
+@pytest.mark.real_model
+def test_control_tokens_only_parsed_when_asked():
+    t = tok("smollm2")
+    text = "<|im_start|>user"
+    assert 1 not in t.encode(text, add_special=False, parse_special=False)
+    assert t.encode(text, add_special=False, parse_special=True)[0] == 1
+
+
+@pytest.mark.real_model
+def test_out_of_range_id_is_an_error():
+    with pytest.raises(TokenizerError, match="out of range"):
+        tok("smollm2").decode([10**7])
+
+
+def test_unknown_pretokenizer_is_named():
+    with pytest.raises(ValueError, match="'mystery'.*supported"):
+        PreTokenizer("mystery")
+
+
+def test_pretokenizer_fragments_concatenate():
+    for name in ("default", "gpt-2", "llama-bpe", "qwen2", "smollm", "deepseek-llm"):
+        p = PreTokenizer(name)
+        text = "Hello, world! 12345 can't\n\n  x=1;  ünïcödé 日本"
+        assert "".join(p.split(text)) == text
+
+
+unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("model", sorted(REAL_MODELS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=unicode_text)
+def test_property_random_unicode(model, text):
+    t = tok(model)
+    ids = t.encode(text, add_special=True, parse_special=False)
+    assert all(0 <= i < t.n_vocab for i in ids)
+    sd = StreamingDetokenizer(t)
+    streamed = "".join(sd.add_token(i) for i in ids) + sd.finalize()
+    assert streamed == t.decode(ids)
+    # Lossless wherever the vocabulary has a token for every byte (llama.cpp drops bytes
+    # it has no token for, and so do we).
+    byte_ids = getattr(t, "_byte_ids", [])
+    if all(byte_ids[b] >= 0 for b in text.encode("utf-8")):
+        assert t.decode(ids) == text
