@@ -25,6 +25,7 @@ tokens are always split out first.
 from __future__ import annotations
 
 import heapq
+import importlib
 from typing import Final
 
 import numpy as np
@@ -578,9 +579,9 @@ class SentencePieceFileTokenizer(Tokenizer):
 
     def __init__(self, vocab: Vocab, model_file: str) -> None:
         super().__init__(vocab)
-        import sentencepiece
-
-        self.sp: object = sentencepiece.SentencePieceProcessor(model_file=model_file)
+        # Imported by name: the library has no type information for the compiler.
+        spm = importlib.import_module("sentencepiece")
+        self.sp: object = spm.SentencePieceProcessor(model_file=model_file)
         size = int(getattr(self.sp, "get_piece_size")())
         if size > vocab.n_vocab:
             raise TokenizerError(

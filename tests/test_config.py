@@ -1,0 +1,62 @@
+"""models.toml: the default registry, user overrides, and validation messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.config import load_registry, parse_entry
+
+
+def test_default_registry_has_the_three_real_models():
+    reg = load_registry()
+    assert reg.errors == []
+    assert reg.default == "smollm2"
+    assert {"smollm2", "qwen2.5-coder", "gemma3-270m"} <= set(reg.models)
+    assert reg.models["smollm2"].sha256.startswith("b179c952")
+
+
+def test_user_file_overrides_and_extends(tmp_path):
+    cfg = tmp_path / "models.toml"
+    cfg.write_text('default = "mine"\n[models.mine]\npath = "/x/y.gguf"\nprompt_format = "alpaca"\n'
+                   '[models.mine.sampling]\ntemperature = 0.3\n'
+                   '[models.smollm2]\nfile = "other.gguf"\n')
+    reg = load_registry(str(cfg))
+    assert reg.default == "mine"
+    assert reg.models["mine"].sampling.temperature == 0.3
+    assert reg.models["smollm2"].file == "other.gguf"
+    assert "gemma3-270m" in reg.models
+
+
+def test_bad_entry_is_disabled_with_a_named_error(tmp_path):
+    cfg = tmp_path / "models.toml"
+    cfg.write_text('[models.broken]\npath = "/x.gguf"\n[models.broken.sampling]\ntemperature = "hot"\n'
+                   '[models.fine]\npath = "/y.gguf"\n')
+    reg = load_registry(str(cfg))
+    assert "broken" not in reg.models and "fine" in reg.models
+    assert any("models.broken.sampling.temperature must be a number >= 0, got 'hot'" in e for e in reg.errors)
+    assert any(str(cfg) in e for e in reg.errors)
+    with pytest.raises(KeyError, match="broken"):
+        reg.get("broken")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"path": "/a.gguf", "memory": "huge"}, "memory must be one of"),
+    ({"path": "/a.gguf", "context_length": 3}, "context_length must be an integer between"),
+    ({"path": "/a.gguf", "stop": "x"}, "stop must be a list"),
+    ({"path": "/a.gguf", "colour": "red"}, "colour is not a known setting"),
+    ({"path": "/a.gguf", "sampling": {"top_p": 2}}, "top_p"),
+    ({"description": "no file"}, "needs `path`"),
+    ({"backend": "openai", "base_url": "ftp://x"}, "base_url must be an http"),
+    ({"path": "/a.gguf", "sha256": "xyz"}, "sha256 must be 64 hexadecimal"),
+])
+def test_validation_messages(raw, message):
+    with pytest.raises(ValueError, match=message):
+        parse_entry("m", raw, "models.toml")
+
+
+def test_broken_toml_keeps_the_defaults(tmp_path):
+    cfg = tmp_path / "models.toml"
+    cfg.write_text("[models.x\n")
+    reg = load_registry(str(cfg))
+    assert "smollm2" in reg.models
+    assert any("not valid TOML" in e for e in reg.errors)
