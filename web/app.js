@@ -89,6 +89,7 @@ function onEvent(msg) {
     case "hello": break;
     case "conversation":
       state.conversationId = msg.conversation.id;
+      localStorage.setItem("conversation", msg.conversation.id);
       $("title").textContent = msg.conversation.title;
       loadConversations();
       break;

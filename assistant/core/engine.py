@@ -8,7 +8,7 @@ so only the new tokens are processed (the prompt cache).
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, SupportsInt
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,14 @@ class GenerationSettings:
         self.lookup_decoding = lookup_decoding
 
 
+def _as_ints(ids: Iterable[SupportsInt]) -> list[int]:
+    """Token ids from any sequence of integers (numpy integers included)."""
+    try:
+        return [int(t) for t in ids]
+    except (TypeError, ValueError):
+        raise TypeError("token ids must be a sequence of integers") from None
+
+
 def _held_back(text: str, stops: list[str]) -> int:
     """Length of the longest suffix of ``text`` that begins some stop string."""
     best = 0
@@ -104,7 +112,7 @@ class Model:
 
     def detokenize(self, ids: list[int], special: bool = False) -> str:
         """Text of ``ids``; raises :class:`TokenizerError` for ids out of range."""
-        return self.tokenizer.decode(ids, special)
+        return self.tokenizer.decode(_as_ints(ids), special)
 
     def token_text(self, tid: int) -> str:
         return self.tokenizer.piece(tid)
@@ -115,6 +123,7 @@ class Model:
     # ------------------------------------------------------------------ numbers
     def logits(self, ids: list[int]) -> F32:
         """float32 logits ``(len(ids), n_vocab)`` for every position, from an empty cache."""
+        ids = _as_ints(ids)
         for tid in ids:
             self.tokenizer.check_id(tid)
         cache = self.net.new_cache(max(1, len(ids)))
@@ -160,6 +169,7 @@ class Model:
         between prefill chunks.
         """
         s = settings if settings is not None else GenerationSettings()
+        prompt = _as_ints(prompt)
         for tid in prompt:
             self.tokenizer.check_id(tid)
         if not prompt:

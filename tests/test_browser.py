@@ -1,0 +1,135 @@
+"""The chat page in Debian's chromium, driven by playwright, against SmolLM2 on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+from server_util import LiveServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("ASSISTANT_CHROMIUM", "/usr/bin/chromium")
+HOSTILE = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> [x](javascript:window.__pwned=3)'
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory, smollm2_path):
+    d = tmp_path_factory.mktemp("browser")
+    srv = LiveServer({"DB_PATH": str(d / "db.sqlite")})
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/dev.sh test does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, live):
+    # bypass_csp lets playwright evaluate its wait conditions; it also means the markup
+    # test below proves the renderer itself is safe, without help from our CSP header.
+    ctx = browser.new_context(viewport={"width": 1100, "height": 760}, bypass_csp=True)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(live.url + "/")
+    pg.wait_for_selector("#model option", state="attached")
+    yield pg
+    ctx.close()
+    assert errors == [], errors
+
+
+def send(page, text):
+    page.fill("#input", text)
+    page.keyboard.press("Enter")
+
+
+def test_chat_streams_stops_and_survives_reload(page, live):
+    send(page, "What is the capital of Japan?")
+    page.wait_for_selector(".msg.assistant")
+    page.wait_for_function("document.querySelector('#send') && !document.querySelector('#send').hidden", timeout=60000)
+    answer = page.inner_text(".msg.assistant .body")
+    assert "Tokyo" in answer
+    assert "tok/s" in page.inner_text("#stats")
+    # Shift+Enter makes a newline, not a send.
+    page.fill("#input", "line one")
+    page.keyboard.press("Shift+Enter")
+    assert page.input_value("#input") == "line one\n"
+    page.fill("#input", "")
+    # A long answer, stopped with the Stop button.
+    send(page, "Write a very long story about a dragon and a knight, with many chapters.")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant').length == 2 && "
+                           "document.querySelectorAll('.msg.assistant')[1].innerText.length > 20", timeout=60000)
+    page.click("#stop")
+    page.wait_for_function("!document.querySelector('#send').hidden", timeout=10000)
+    assert "(stopped)" in page.inner_text(".msg.assistant >> nth=1")
+    # Reload: the conversation is listed and opens with its messages.
+    page.reload()
+    page.wait_for_selector("#conversations li")
+    page.wait_for_selector(".msg.user")
+    assert "What is the capital of Japan?" in page.inner_text("#messages")
+    assert "Tokyo" in page.inner_text("#messages")
+
+
+def test_hostile_markup_stays_inert(page, live):
+    conv = {"title": "hostile", "messages": [
+        {"role": "user", "content": "show me html"},
+        {"role": "assistant", "content": "Here:\n\n" + HOSTILE + "\n\n```html\n" + HOSTILE + "\n```"}]}
+    req = urllib.request.Request(live.url + "/api/import", data=json.dumps(conv).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Origin": live.url})
+    cid = json.loads(urllib.request.urlopen(req).read())["id"]
+    page.evaluate(f"localStorage.setItem('conversation', '{cid}')")
+    page.reload()
+    page.wait_for_selector(".msg.assistant .code-block")
+    assert page.evaluate("window.__pwned") is None
+    assert page.query_selector(".msg.assistant img") is None and page.query_selector(".msg.assistant script") is None
+    assert "onerror" in page.inner_text(".msg.assistant .body")
+    hrefs = page.eval_on_selector_all(".msg.assistant a", "els => els.map(e => e.href)")
+    assert all(h.startswith("http") for h in hrefs)
+
+
+def test_switch_model_and_slash_command(page, live):
+    page.select_option("#model", "qwen2.5-coder")
+    send(page, "/calc 6*7")
+    page.wait_for_selector(".tool-event >> text=42", state="attached", timeout=20000)
+    page.click("#new-chat")
+    send(page, "Reply with one word: hello")
+    page.wait_for_function("document.querySelector('.msg.assistant') && !document.querySelector('#send').hidden",
+                           timeout=120000)
+    assert "qwen2.5-coder" in page.inner_text(".msg.assistant .who")
+    assert page.inner_text(".msg.assistant .body").strip()
+
+
+def test_narrow_window_and_screenshots(browser, live, tmp_path):
+    ctx = browser.new_context(viewport={"width": 390, "height": 760}, color_scheme="dark", bypass_csp=True)
+    pg = ctx.new_page()
+    pg.goto(live.url + "/")
+    pg.wait_for_selector("#model option", state="attached")
+    def sidebar_on_screen():
+        box = pg.eval_on_selector("#sidebar", "e => e.getBoundingClientRect().right")
+        return box > 10
+
+    assert pg.is_visible("#open-sidebar") and not sidebar_on_screen()
+    pg.click("#open-sidebar")
+    pg.wait_for_timeout(400)
+    assert sidebar_on_screen()
+    out = os.environ.get("ASSISTANT_SCREENSHOTS")
+    if out:
+        pg.screenshot(path=os.path.join(out, "narrow-dark.png"))
+    ctx.close()
