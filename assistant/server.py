@@ -108,6 +108,22 @@ def _messages(v: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _same_origin(origin: str, scheme: str, server_port: str, allowed_hosts: set[str]) -> bool:
+    """Whether ``origin`` is this server: our scheme, a loopback/bound host name, our port."""
+    from urllib.parse import urlsplit
+
+    if origin == "null":
+        return False
+    try:
+        parts = urlsplit(origin)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    names = {h.strip("[]") for h in allowed_hosts}
+    return parts.scheme == scheme and host in names and str(port) == str(server_port)
+
+
 class AppState:
     """What the views share: registry, model workers, store, options."""
 
@@ -233,7 +249,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         origin = request.headers.get("Origin")
         is_ws = request.headers.get("Upgrade", "").lower() == "websocket"
         if origin is not None and (request.method in STATE_CHANGING or is_ws):
-            if origin == "null" or origin != f"{request.scheme}://{host_header}":
+            if not _same_origin(origin, request.scheme, request.environ.get("SERVER_PORT", ""), state.allowed_hosts):
                 return _openai_error(f"origin {origin!r} is not allowed", 403, "forbidden")
         if request.headers.get("Sec-Fetch-Site") == "cross-site" and (request.method in STATE_CHANGING or is_ws):
             return _openai_error("cross-site requests are not allowed", 403, "forbidden")
