@@ -125,8 +125,10 @@ def test_websocket_same_origin_upgrades_and_oversized_messages_close(live):
         except simple_websocket.ConnectionClosed:
             closed = True
         assert closed, "a message over the size limit must close the connection"
+        assert ws.close_reason == 1009  # "message too big"
     finally:
-        ws.close()
+        if ws.connected:
+            ws.close()
 
 
 def test_long_content_and_bad_fields_get_error_messages(live):
