@@ -487,6 +487,7 @@ class WebsocketSession:
         entry = self.state.entry(model)
         if cid is not None and not isinstance(cid, str):
             raise BadRequest("conversation_id must be a string")
+        settings = self._settings(entry, msg)  # validate everything before storing anything
         if kind == "send":
             content = msg.get("content")
             if not isinstance(content, str) or not content.strip():
@@ -533,7 +534,6 @@ class WebsocketSession:
             store.delete_messages_from(cid, mid)
             uid = store.add_message(cid, "user", content)
             self.send({"type": "user_message", "id": uid, "conversation_id": cid})
-        settings = self._settings(entry, msg)
         store.update_conversation(cid, model=entry.name)
         self.job = self.state.manager.submit(entry.name, chat_job(self.state, cid, entry, settings))
 
