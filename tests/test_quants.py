@@ -49,9 +49,25 @@ def test_lean_codes_reproduce_weights_exactly(name):
     x = rng.standard_normal((16, 128)).astype(np.float32)
     raw = quantize(tid, x)
     codes, scales, mins = split_codes(tid, raw, 16, 128)
-    rebuilt = codes.reshape(16, 4, 32).astype(np.float32) * scales[:, :, None] + mins[:, :, None]
+    rebuilt = codes.reshape(16, 4, 32).astype(np.float32) * scales[:, :, None]
+    if mins is not None:
+        rebuilt = rebuilt + mins[:, :, None]
     # Equal values (adding a zero minimum may turn -0.0 into +0.0, which is the same weight).
     assert np.array_equal(rebuilt.reshape(16, 128), dequantize(tid, raw, (16, 128)))
+
+
+@pytest.mark.parametrize("name", TYPES[3:])
+def test_transposed_dequantization_is_bit_identical(name):
+    from assistant.core.quants import dequantize_transposed
+
+    tid = Q[name].value
+    _n, block, bsize = GGML_TYPES[tid]
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((24, 512)).astype(np.float32)
+    raw = quantize(tid, x) if name in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1") else \
+        rng.integers(0, 256, size=24 * 512 // block * bsize, dtype=np.uint8)
+    plain = dequantize(tid, raw, (24, 512))
+    assert np.array_equal(_bits(dequantize_transposed(tid, raw, 24, 512)), _bits(np.ascontiguousarray(plain.T)))
 
 
 def test_unsupported_type_names_type_and_tensor():

@@ -62,38 +62,62 @@ def _bits(qh: U8Array, n_blocks: int, n_bits: int) -> U8Array:
     return np.unpackbits(np.ascontiguousarray(qh), axis=1, bitorder="little")[:, :n_bits]
 
 
-def _deq_q4_0(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    q = _nibbles(b[:, 2:18], n, 16).astype(np.int8) - np.int8(8)
-    return d * q.astype(np.float32)
+def _lo_hi_into(qs: U8Array, codes: U8Array) -> None:
+    """Unpack ``(n, 16)`` bytes into ``codes`` ``(n, 32)``: low nibbles, then high nibbles."""
+    np.bitwise_and(qs, np.uint8(0x0F), out=codes[:, :16])
+    np.right_shift(qs, np.uint8(4), out=codes[:, 16:])
 
 
-def _deq_q4_1(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    m = _f16(b[:, 2:4])
-    q = _nibbles(b[:, 4:20], n, 16).astype(np.float32)
-    return d * q + m
+def _high_bits_into(qh: U8Array, n: int, codes: U8Array) -> None:
+    """OR the 5th bit of each of the 32 values (little-endian bit field ``qh``) into ``codes``."""
+    bits = np.unpackbits(np.ascontiguousarray(qh), axis=1, bitorder="little")  # (n, 32)
+    np.left_shift(bits, np.uint8(4), out=bits)
+    np.bitwise_or(codes, bits, out=codes)
 
 
-def _deq_q5_0(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    qh = _bits(b[:, 2:6], n, 32)
-    q = (_nibbles(b[:, 6:22], n, 16) | (qh << np.uint8(4))).astype(np.int8) - np.int8(16)
-    return d * q.astype(np.float32)
+def _scale_into(codes: npt.NDArray[np.generic], d: F32Array, m: F32Array | None, out: F32Array) -> F32Array:
+    """``out = d * codes (+ m)`` in float32, the operation order of ggml's reference."""
+    np.copyto(out, codes, casting="unsafe")  # exact integer -> float32
+    np.multiply(out, d, out=out)
+    if m is not None:
+        np.add(out, m, out=out)
+    return out
 
 
-def _deq_q5_1(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    m = _f16(b[:, 2:4])
-    qh = _bits(b[:, 4:8], n, 32)
-    q = (_nibbles(b[:, 8:24], n, 16) | (qh << np.uint8(4))).astype(np.float32)
-    return d * q + m
+def _deq_q4_0(b: U8Array, n: int, out: F32Array) -> F32Array:
+    codes = np.empty((n, 32), dtype=np.uint8)
+    _lo_hi_into(b[:, 2:18], codes)
+    signed = codes.view(np.int8)
+    np.subtract(signed, np.int8(8), out=signed)
+    return _scale_into(signed, _f16(b[:, 0:2]), None, out)
 
 
-def _deq_q8_0(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    q = np.ascontiguousarray(b[:, 2:34]).view(np.int8).astype(np.float32)
-    return q * d
+def _deq_q4_1(b: U8Array, n: int, out: F32Array) -> F32Array:
+    codes = np.empty((n, 32), dtype=np.uint8)
+    _lo_hi_into(b[:, 4:20], codes)
+    return _scale_into(codes, _f16(b[:, 0:2]), _f16(b[:, 2:4]), out)
+
+
+def _deq_q5_0(b: U8Array, n: int, out: F32Array) -> F32Array:
+    codes = np.empty((n, 32), dtype=np.uint8)
+    _lo_hi_into(b[:, 6:22], codes)
+    _high_bits_into(b[:, 2:6], n, codes)
+    signed = codes.view(np.int8)
+    np.subtract(signed, np.int8(16), out=signed)
+    return _scale_into(signed, _f16(b[:, 0:2]), None, out)
+
+
+def _deq_q5_1(b: U8Array, n: int, out: F32Array) -> F32Array:
+    codes = np.empty((n, 32), dtype=np.uint8)
+    _lo_hi_into(b[:, 8:24], codes)
+    _high_bits_into(b[:, 4:8], n, codes)
+    return _scale_into(codes, _f16(b[:, 0:2]), _f16(b[:, 2:4]), out)
+
+
+def _deq_q8_0(b: U8Array, n: int, out: F32Array) -> F32Array:
+    q = np.ascontiguousarray(b[:, 2:34]).view(np.int8)
+    # ggml computes q * d (same product as d * q).
+    return _scale_into(q, _f16(b[:, 0:2]), None, out)
 
 
 def _deq_iq4_nl(b: U8Array, n: int) -> F32Array:
@@ -183,30 +207,32 @@ def _deq_q6_k(b: U8Array, n: int) -> F32Array:
     return (dl * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
 
 
-def _deq_blocks(type_id: int, blocks: U8Array, n: int) -> F32Array:
+def _deq_blocks(type_id: int, blocks: U8Array, n: int, out: F32Array) -> None:
+    """Dequantize ``n`` blocks into ``out`` ``(n, block_size)``."""
     if type_id == GGMLType.Q4_0:
-        return _deq_q4_0(blocks, n)
-    if type_id == GGMLType.Q4_1:
-        return _deq_q4_1(blocks, n)
-    if type_id == GGMLType.Q5_0:
-        return _deq_q5_0(blocks, n)
-    if type_id == GGMLType.Q5_1:
-        return _deq_q5_1(blocks, n)
-    if type_id == GGMLType.Q8_0:
-        return _deq_q8_0(blocks, n)
-    if type_id == GGMLType.Q2_K:
-        return _deq_q2_k(blocks, n)
-    if type_id == GGMLType.Q3_K:
-        return _deq_q3_k(blocks, n)
-    if type_id == GGMLType.Q4_K:
-        return _deq_q4_k(blocks, n)
-    if type_id == GGMLType.Q5_K:
-        return _deq_q5_k(blocks, n)
-    if type_id == GGMLType.Q6_K:
-        return _deq_q6_k(blocks, n)
-    if type_id == GGMLType.IQ4_NL:
-        return _deq_iq4_nl(blocks, n)
-    raise QuantError(f"dequantizing {type_name(type_id)} is not supported")
+        _deq_q4_0(blocks, n, out)
+    elif type_id == GGMLType.Q4_1:
+        _deq_q4_1(blocks, n, out)
+    elif type_id == GGMLType.Q5_0:
+        _deq_q5_0(blocks, n, out)
+    elif type_id == GGMLType.Q5_1:
+        _deq_q5_1(blocks, n, out)
+    elif type_id == GGMLType.Q8_0:
+        _deq_q8_0(blocks, n, out)
+    elif type_id == GGMLType.Q2_K:
+        out[...] = _deq_q2_k(blocks, n)
+    elif type_id == GGMLType.Q3_K:
+        out[...] = _deq_q3_k(blocks, n)
+    elif type_id == GGMLType.Q4_K:
+        out[...] = _deq_q4_k(blocks, n)
+    elif type_id == GGMLType.Q5_K:
+        out[...] = _deq_q5_k(blocks, n)
+    elif type_id == GGMLType.Q6_K:
+        out[...] = _deq_q6_k(blocks, n)
+    elif type_id == GGMLType.IQ4_NL:
+        out[...] = _deq_iq4_nl(blocks, n)
+    else:
+        raise QuantError(f"dequantizing {type_name(type_id)} is not supported")
 
 
 SUPPORTED_TYPES: Final = (
@@ -216,7 +242,7 @@ SUPPORTED_TYPES: Final = (
 )
 
 # Rows per chunk when dequantizing big tensors: bounds the temporaries to a few MB.
-_CHUNK_BLOCKS: Final = 1 << 15
+_CHUNK_BLOCKS: Final = 1 << 13
 
 
 def dequantize(type_id: int, raw: U8Array, shape: tuple[int, ...], name: str = "tensor") -> F32Array:
@@ -251,45 +277,72 @@ def dequantize(type_id: int, raw: U8Array, shape: tuple[int, ...], name: str = "
     out = np.empty((n_blocks, block), dtype=np.float32)
     for start in range(0, n_blocks, _CHUNK_BLOCKS):
         stop = min(n_blocks, start + _CHUNK_BLOCKS)
-        out[start:stop] = _deq_blocks(type_id, blocks[start:stop], stop - start)
+        _deq_blocks(type_id, blocks[start:stop], stop - start, out[start:stop])
     return out.reshape(shape)
+
+
+def dequantize_transposed(type_id: int, raw: U8Array, rows: int, cols: int, name: str = "tensor") -> F32Array:
+    """Dequantize a ``(rows, cols)`` matrix straight into its transpose ``(cols, rows)``.
+
+    This is the layout the engine multiplies with (``x @ W_t``). For the 32-element block
+    types the scale and minimum are applied with ``(n_blocks, 32, rows)`` broadcasting, so
+    numpy's inner loops run along the long ``rows`` axis instead of 32 elements at a time,
+    and no float32 transpose is needed. Values are bit-identical to :func:`dequantize`.
+    """
+    split = split_codes(type_id, raw, rows, cols, transposed=True)
+    if split is None:
+        return np.ascontiguousarray(dequantize(type_id, raw, (rows, cols), name).T)
+    codes_t, d_t, m_t = split  # (cols, rows), (cols // 32, rows), (cols // 32, rows) or None
+    out = np.empty((cols, rows), dtype=np.float32)
+    np.copyto(out, codes_t, casting="unsafe")
+    blocks = out.reshape(cols // 32, 32, rows)
+    np.multiply(blocks, d_t[:, None, :], out=blocks)
+    if m_t is not None:
+        np.add(blocks, m_t[:, None, :], out=blocks)
+    return out
 
 
 # ---------------------------------------------------------------------- lean layout
 
-def split_codes(type_id: int, raw: U8Array, rows: int, cols: int) -> tuple[npt.NDArray[np.int8], F32Array, F32Array] | None:
-    """Split a 32-element-block tensor into ``(codes, scales, mins)`` for lean mode.
+def split_codes(type_id: int, raw: U8Array, rows: int, cols: int, transposed: bool = False
+                ) -> tuple[npt.NDArray[np.int8], F32Array, F32Array | None] | None:
+    """Split a 32-element-block matrix into integer codes and per-block scales/minimums.
 
-    Returns codes ``(rows, cols)`` int8 and per-block ``scales``/``mins`` ``(rows,
-    cols // 32)`` float32 such that ``codes * scale + min`` is bit-identical to
-    :func:`dequantize` (for Q4_0/Q5_0/Q8_0/IQ4_NL mins are zero and codes are the signed
-    integers ggml multiplies by ``d``). Returns ``None`` for types without that form
-    (the K-quants: callers keep float32 for those).
+    Returns ``(codes, scales, mins)`` with codes ``(rows, cols)`` int8 and scales/mins
+    ``(rows, cols // 32)`` float32 (``mins`` is None for the symmetric types Q4_0, Q5_0,
+    Q8_0), such that ``codes * scale (+ min)`` is exactly :func:`dequantize`'s value. With
+    ``transposed`` the arrays are ``(cols, rows)`` and ``(cols // 32, rows)``: the lean
+    layout. Returns ``None`` for other types (the K-quants).
     """
-    n_blocks = rows * cols // 32
     if type_id not in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0):
         return None
+    nb = cols // 32
+    n_blocks = rows * nb
     bsize = GGML_TYPES[type_id][2]
     b = raw.reshape(n_blocks, bsize)
-    d = _f16(b[:, 0:2]).reshape(rows, cols // 32)
-    zeros = np.zeros_like(d)
+    d = _f16(b[:, 0:2]).reshape(rows, nb)
+    m: F32Array | None = None
+    codes_u8: U8Array
     if type_id == GGMLType.Q8_0:
-        codes = np.ascontiguousarray(b[:, 2:34]).view(np.int8)
-        return codes.reshape(rows, cols), d, zeros
-    if type_id == GGMLType.Q4_0:
-        codes = _nibbles(b[:, 2:18], n_blocks, 16).astype(np.int8) - np.int8(8)
-        return codes.reshape(rows, cols), d, zeros
-    if type_id == GGMLType.Q5_0:
-        qh = _bits(b[:, 2:6], n_blocks, 32)
-        codes = (_nibbles(b[:, 6:22], n_blocks, 16) | (qh << np.uint8(4))).astype(np.int8) - np.int8(16)
-        return codes.reshape(rows, cols), d, zeros
-    m = _f16(b[:, 2:4]).reshape(rows, cols // 32)
-    if type_id == GGMLType.Q4_1:
-        codes = _nibbles(b[:, 4:20], n_blocks, 16).astype(np.int8)
-        return codes.reshape(rows, cols), d, m
-    qh = _bits(b[:, 4:8], n_blocks, 32)
-    codes = (_nibbles(b[:, 8:24], n_blocks, 16) | (qh << np.uint8(4))).astype(np.int8)
-    return codes.reshape(rows, cols), d, m
+        codes_u8 = np.ascontiguousarray(b[:, 2:34])
+    else:
+        qs_start = {GGMLType.Q4_0: 2, GGMLType.Q4_1: 4, GGMLType.Q5_0: 6, GGMLType.Q5_1: 8}[type_id]
+        qs = np.ascontiguousarray(b[:, qs_start:qs_start + 16])
+        codes_u8 = np.empty((n_blocks, 32), dtype=np.uint8)
+        _lo_hi_into(qs, codes_u8)
+        if type_id in (GGMLType.Q5_0, GGMLType.Q5_1):
+            _high_bits_into(b[:, qs_start - 4:qs_start], n_blocks, codes_u8)
+        if type_id in (GGMLType.Q4_1, GGMLType.Q5_1):
+            m = _f16(b[:, 2:4]).reshape(rows, nb)
+    codes = codes_u8.view(np.int8)
+    offset = {GGMLType.Q4_0: 8, GGMLType.Q5_0: 16}.get(type_id, 0)
+    if offset:
+        np.subtract(codes, np.int8(offset), out=codes)
+    codes2 = codes.reshape(rows, cols)
+    if not transposed:
+        return codes2, d, m
+    return (np.ascontiguousarray(codes2.T), np.ascontiguousarray(d.T),
+            np.ascontiguousarray(m.T) if m is not None else None)
 
 
 # ---------------------------------------------------------------------- quantizers

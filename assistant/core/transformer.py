@@ -9,7 +9,9 @@ sequence of matrix-matrix products.
 from __future__ import annotations
 
 import math
-from typing import Callable
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,8 @@ from .weights import Linear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
+
+PREPARE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 
 
 class ContextFullError(ValueError):
@@ -131,6 +135,7 @@ class Transformer:
         self._head: Linear | None = None
         self.output_norm = self.loader.vector("output_norm.weight")
         self.embed_scale = 1.0
+        self._prepared = False
 
     # --------------------------------------------------------------- architecture hooks
     def make_block(self, layer: int) -> Block:
@@ -154,11 +159,21 @@ class Transformer:
             self._head = h
         return h
 
-    def prepare(self) -> None:
-        """Prepare every layer's weights now instead of on first use."""
-        for i in range(self.args.n_layers):
-            self.block(i)
-        self.head()
+    def prepare(self, threads: int = 2) -> None:
+        """Prepare every layer's weights now, ``threads`` layers at a time (numpy releases
+        the GIL while it dequantizes, so two threads use two cores)."""
+        if self._prepared:
+            return
+        if threads > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                head = pool.submit(self.head)
+                list(pool.map(self.block, range(self.args.n_layers)))
+                head.result()
+        else:
+            for i in range(self.args.n_layers):
+                self.block(i)
+            self.head()
+        self._prepared = True
 
     def new_cache(self, n_ctx: int) -> KVCache:
         a = self.args
@@ -194,6 +209,8 @@ class Transformer:
         processed so far stay cached and an empty ``(0, n_vocab)`` array is returned.
         """
         n = int(tokens.shape[0])
+        if not self._prepared:
+            self.prepare(PREPARE_THREADS)
         outs: list[F32] = []
         last = np.zeros((0, self.args.dim), dtype=np.float32)
         for start in range(0, n, self.prefill_chunk):

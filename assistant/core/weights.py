@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .gguf import GGUFFile
-from .quants import dequantize, split_codes
+from .quants import dequantize, dequantize_transposed, split_codes
 
 F32 = npt.NDArray[np.float32]
 
@@ -34,10 +34,15 @@ _LEAN_TILE: Final = 256
 
 
 class Linear:
-    """``y = x @ W + b`` with ``W`` kept as float32 ``(in, out)``."""
+    """``y = x @ W + b`` with ``W`` kept as float32 ``(in, out)``.
+
+    ``w`` may also be given as the ``.T`` view of an ``(out, in)`` array (used for the big
+    vocabulary projection, whose transposed copy would cost more at load time than the
+    product loses); numpy passes either layout to BLAS without copying.
+    """
 
     def __init__(self, w: F32, bias: F32 | None) -> None:
-        self.w = w  # (in, out)
+        self.w = w  # (in, out), C- or F-contiguous
         self.bias = bias  # (out,) or None
         self.n_in = int(w.shape[0])
         self.n_out = int(w.shape[1])
@@ -159,14 +164,20 @@ class WeightLoader:
             lean = self._lean(names, perms, bias)
             if lean is not None:
                 return lean
-        parts: list[F32] = []
-        for name, p in zip(names, perms):
-            w = self.tensor(name)  # (out, in)
-            if p is not None:
-                w = w[p]
-            parts.append(w)
-        w_all = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        return Linear(np.ascontiguousarray(w_all.T), bias)
+        # Each matrix is dequantized straight into its (in, out) slice of the fused weight.
+        infos = [self.f.tensor_info(n) for n in names]
+        n_in = infos[0].shape[1]
+        n_out = sum(i.shape[0] for i in infos)
+        w_t = np.empty((n_in, n_out), dtype=np.float32)  # (in, out)
+        col = 0
+        for info, p in zip(infos, perms):
+            rows, cols = info.shape
+            if cols != n_in:
+                raise ValueError(f"cannot fuse {names}: input widths differ ({cols} vs {n_in})")
+            part = dequantize_transposed(info.type_id, self.f.tensor_data(info.name), rows, cols, info.name)
+            w_t[:, col:col + rows] = part if p is None else part[:, p]
+            col += rows
+        return Linear(w_t, bias)
 
     def _lean(self, names: list[str], perms: list[npt.NDArray[np.intp] | None], bias: F32 | None) -> LeanLinear | None:
         codes_l: list[npt.NDArray[np.int8]] = []
@@ -178,22 +189,27 @@ class WeightLoader:
             if len(info.shape) != 2:
                 return None
             rows, cols = info.shape
-            split = split_codes(info.type_id, self.f.tensor_data(name), rows, cols)
+            split = split_codes(info.type_id, self.f.tensor_data(name), rows, cols, transposed=True)
             if split is None or cols % 32 != 0:
                 return None
-            codes, scales, mins = split
+            codes, scales, mins = split  # (in, out_i), (in/32, out_i), (in/32, out_i) | None
             if p is not None:
-                codes, scales, mins = codes[p], scales[p], mins[p]
+                codes, scales = codes[:, p], scales[:, p]
+                mins = mins[:, p] if mins is not None else None
             codes_l.append(codes)
             scales_l.append(scales)
-            mins_l.append(mins)
-            if bool(np.any(mins != 0)):
+            mins_l.append(mins if mins is not None else np.zeros_like(scales))
+            if mins is not None:
                 any_min = True
-        codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=0).T)  # (in, out)
-        scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=0).T)  # (in/32, out)
-        mins_t = np.ascontiguousarray(np.concatenate(mins_l, axis=0).T) if any_min else None
+        codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=1))  # (in, out)
+        scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=1))  # (in/32, out)
+        mins_t = np.ascontiguousarray(np.concatenate(mins_l, axis=1)) if any_min else None
         return LeanLinear(codes_t, scales_t, mins_t, bias)
 
     def output_head(self, name: str) -> Linear:
-        """The vocabulary projection ``(dim, n_vocab)``."""
-        return self.linear([name])
+        """The vocabulary projection ``(dim, n_vocab)``, as a view of the ``(n_vocab, dim)`` rows."""
+        if self.memory == "lean":
+            lean = self._lean([name], [None], None)
+            if lean is not None:
+                return lean
+        return Linear(self.tensor(name).T, None)
