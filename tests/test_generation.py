@@ -143,3 +143,21 @@ def test_logprobs(smollm2):
     p = next(iter(smollm2.generate(ids, GenerationSettings(max_tokens=1, logprobs=3,
                                                             sampling=SamplingSettings(temperature=0)))))
     assert len(p.top_logprobs) == 3 and p.top_logprobs[0][0] == p.token and p.logprob <= 0
+
+
+@pytest.mark.real_model
+def test_prompt_lookup_decoding_gives_identical_greedy_output(smollm2):
+    text = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+    ids = smollm2.tokenize(f"<|im_start|>user\nRepeat this code exactly:\n{text}<|im_end|>\n<|im_start|>assistant\n",
+                           parse_special=True)
+    outs = {}
+    for look in (False, True):
+        smollm2.reset()
+        pieces = list(smollm2.generate(ids, GenerationSettings(max_tokens=60, lookup_decoding=look,
+                                                               sampling=SamplingSettings(temperature=0))))
+        outs[look] = ([p.token for p in pieces if not p.done], pieces[-1].stats)
+    assert outs[True][0] == outs[False][0]
+    assert outs[True][1]["drafted_tokens"] > 0 and outs[True][1]["accepted_tokens"] > 0
+    assert outs[False][1]["drafted_tokens"] == 0
+    # The KV cache holds exactly the accepted tokens: a follow-up reuses it correctly.
+    assert smollm2.cache.tokens == ids + outs[True][0][:-1] or smollm2.cache.tokens == ids + outs[True][0]

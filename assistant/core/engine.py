@@ -47,7 +47,7 @@ class GenerationSettings:
     def __init__(self, max_tokens: int = 256, sampling: SamplingSettings | None = None,
                  stop: list[str] | None = None, ignore_eos: bool = False,
                  context_policy: str = "error", n_keep: int = 0, logprobs: int = 0,
-                 lookup_decoding: bool = False) -> None:
+                 lookup_decoding: bool = True) -> None:
         self.max_tokens = max_tokens
         self.sampling = sampling if sampling is not None else SamplingSettings()
         self.stop = [s for s in (stop or []) if s]
@@ -58,6 +58,56 @@ class GenerationSettings:
         self.n_keep = n_keep
         self.logprobs = logprobs
         self.lookup_decoding = lookup_decoding
+
+
+class LookupState:
+    """Drafts for prompt-lookup decoding, with an adaptive draft length.
+
+    A draft is the continuation of the most recent earlier occurrence of the last 3 (or 2)
+    tokens. Verifying k drafted tokens costs one forward pass over k+1 rows, which on a
+    CPU is far from free for large k, so k grows while drafts are accepted whole and
+    shrinks (and drafting pauses briefly) when they are rejected.
+    """
+
+    def __init__(self) -> None:
+        self.k = 4
+        self.cooldown = 0
+        self.drafted = 0
+        self.accepted = 0
+
+    def draft(self, history: list[int], limit: int) -> list[int]:
+        if self.cooldown > 0:
+            self.cooldown -= 1
+            return []
+        k = min(self.k, limit)
+        if k <= 0:
+            return []
+        n_hist = len(history)
+        lo = max(0, n_hist - 4096)
+        for n in (3, 2):
+            if n_hist < n + 1:
+                continue
+            tail = history[n_hist - n:]
+            # Most recent earlier occurrence of the tail.
+            i = n_hist - n - 1
+            while i >= lo:
+                if history[i] == tail[0] and history[i:i + n] == tail:
+                    cont = history[i + n:i + n + k]
+                    if cont:
+                        self.drafted += len(cont)
+                        return cont
+                    break
+                i -= 1
+        return []
+
+    def record(self, accepted: int, drafted: int) -> None:
+        self.accepted += accepted
+        if accepted == drafted:
+            self.k = min(16, self.k * 2)
+        else:
+            self.k = max(2, accepted + 1)
+            if accepted == 0:
+                self.cooldown = 2
 
 
 def _as_ints(ids: Iterable[SupportsInt]) -> list[int]:
@@ -185,14 +235,23 @@ class Model:
         pending = ""  # text held back because it may begin a stop string
         finish = ""
         stopped_by_string = False
+        # Prompt-lookup decoding (greedy only, where it cannot change the output): a batch
+        # holds the logits after [last token] + draft; drafted tokens that greedy sampling
+        # reproduces are accepted without another forward pass.
+        lookup = s.lookup_decoding and s.sampling.temperature <= 0.0
+        lookup_state = LookupState()
+        draft: list[int] = []
+        batch = np.zeros((0, 0), dtype=np.float32)
+        bi = 0
+        base_n = 0
         t1 = time.perf_counter()
+        row = logits[-1] if logits.shape[0] else np.zeros(0, dtype=np.float32)
         if logits.shape[0] == 0:
             finish = "cancelled"
         while not finish:
             if cancel is not None and cancel():
                 finish = "cancelled"
                 break
-            row = logits[-1]
             tid = sampler(row, history)
             lp = 0.0
             tops: list[tuple[int, float]] = []
@@ -227,12 +286,33 @@ class Model:
             if generated >= s.max_tokens:
                 finish = "length"
                 break
+            # The next row of logits: from the current draft batch when it predicted tid.
+            if draft:
+                if bi < len(draft) and tid == draft[bi]:
+                    bi += 1
+                    row = batch[bi]
+                    continue
+                lookup_state.record(bi, len(draft))
+                if bi < len(draft):
+                    self.cache.truncate(base_n + 1 + bi)  # forget the rejected drafted tokens
+                draft = []
             if self.cache.n >= self.n_ctx:
                 if s.context_policy != "shift":
                     finish = "context"
                     break
                 self._shift_cache(s)
-            logits = self.net.forward(np.asarray([tid], dtype=np.int32), self.cache)
+            if lookup:
+                room = self.n_ctx - self.cache.n - 1
+                draft = lookup_state.draft(history, min(room, s.max_tokens - generated))
+            if draft:
+                base_n = self.cache.n
+                bi = 0
+                batch = self.net.forward(np.asarray([tid] + draft, dtype=np.int32), self.cache, all_logits=True)
+                row = batch[0]
+            else:
+                row = self.net.forward(np.asarray([tid], dtype=np.int32), self.cache)[-1]
+        if draft:
+            self.cache.truncate(base_n + 1 + bi)
         tail = "" if stopped_by_string else pending + detok.finalize()
         end = Piece(tail, -1, done=True, finish_reason=finish)
         end.stats = {
@@ -242,6 +322,8 @@ class Model:
             "prefill_s": prefill_s,
             "decode_s": time.perf_counter() - t1,
             "load_s": self.load_seconds,
+            "drafted_tokens": float(lookup_state.drafted),
+            "accepted_tokens": float(lookup_state.accepted),
         }
         yield end
 
