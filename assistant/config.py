@@ -75,6 +75,7 @@ class ModelEntry:
     base_url: str = ""
     remote_model: str = ""
     api_key_env: str = ""
+    timeout: int = 60  # seconds a remote backend may stay silent
     origin: str = ""  # the file this entry came from
 
     @property
@@ -158,7 +159,7 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
     str_keys = ("description", "path", "file", "sha256", "prompt_format", "system_prompt",
                 "tokenizer_model", "base_url", "api_key_env", "backend", "memory")
     int_keys = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
-                "max_tokens": (1, 1 << 20)}
+                "max_tokens": (1, 1 << 20), "timeout": (1, 3600)}
     known = set(str_keys) | set(int_keys) | {"source", "stop", "sampling", "tools", "model"}
     for key, value in raw.items():
         if key not in known:

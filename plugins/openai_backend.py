@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Iterator
@@ -17,8 +18,9 @@ from typing import Any, Callable, Iterator
 from assistant.chat import ChatError
 from assistant.hookspecs import hookimpl
 
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 60.0
+# A remote answer may take at most this many times the entry's `timeout` in total, so a
+# server that drips a byte now and then cannot hold a request forever.
+TOTAL_TIMEOUT_FACTOR = 4
 
 
 class OpenAIBackend:
@@ -52,8 +54,10 @@ class OpenAIBackend:
             body["tools"] = tools
         req = urllib.request.Request(self.base + "/v1/chat/completions", data=json.dumps(body).encode(),
                                      headers=self._headers(), method="POST")
+        timeout = float(getattr(self.entry, "timeout", 60))
+        deadline = time.monotonic() + timeout * TOTAL_TIMEOUT_FACTOR
         try:
-            resp = urllib.request.urlopen(req, timeout=CONNECT_TIMEOUT_S)
+            resp = urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as err:
             detail = err.read(2000).decode("utf-8", "replace")
             if err.code == 401:
@@ -64,11 +68,13 @@ class OpenAIBackend:
         finish = "stop"
         generated = 0
         try:
-            resp.fp.raw._sock.settimeout(READ_TIMEOUT_S) if hasattr(resp.fp, "raw") else None
             for raw in resp:
                 if cancel is not None and cancel():
-                    finish = "cancelled"
+                    finish = "cancelled"  # closing the response below closes the remote request
                     break
+                if time.monotonic() > deadline:
+                    raise ChatError(f"{self.base} is answering too slowly; gave up after "
+                                    f"{timeout * TOTAL_TIMEOUT_FACTOR:g} s")
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue
