@@ -1,0 +1,197 @@
+"""Our engine beside llama.cpp on the same file, prompt and thread count, in one run.
+
+    python benchmarks/compare_llamacpp.py [-m smollm2] [--prompt 512] [--gen 128]
+
+llama.cpp runs through llama-cpp-python from a scratch virtual environment outside the
+repository (not a project dependency): set LLAMA_CPP_PYTHON to its python (default
+/tmp/llamacpp/venv/bin/python). Without it, only our figures are printed.
+Also measured: the float32 floor (bare matrix-vector products over this model's weights,
+the fastest numpy decode can be), lean memory mode, and prompt-lookup decoding on a
+"repeat this code" task against llama.cpp's plain decode of the same prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+
+LLAMA_SNIPPET = r'''
+import json, resource, sys, time
+import numpy as np
+t0 = time.perf_counter()
+from llama_cpp import Llama
+path, n_prompt, n_gen, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rewrite = json.loads(sys.argv[5])
+llm = Llama(model_path=path, n_ctx=max(2048, n_prompt + n_gen + 16), n_threads=threads, n_threads_batch=threads,
+            n_batch=512, verbose=False)
+load_s = time.perf_counter() - t0
+rng = np.random.default_rng(0)
+prompt = [int(x) for x in rng.integers(1000, min(llm.n_vocab(), 30000), size=n_prompt)]
+def run(prompt, n_gen):
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(prompt)
+    prefill = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(n_gen):
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([tok])
+    return prefill, time.perf_counter() - t
+res = {"load_s": load_s}
+pf, dc = [], []
+for _ in range(2):
+    a, b = run(prompt, n_gen)
+    pf.append(n_prompt / a); dc.append(n_gen / b)
+res["prefill_tps"] = max(pf); res["decode_tps"] = max(dc)
+a, b = run(rewrite, n_gen)
+res["rewrite_decode_tps"] = n_gen / b
+res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+print(json.dumps(res))
+'''
+
+OURS_REWRITE = r'''
+import json, sys, time
+from assistant.core.engine import Model, GenerationSettings
+from assistant.core.sampling import SamplingSettings
+path, n_gen, ids = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+m = Model(path, memory="speed", n_ctx=2048)
+m.net.prepare()
+out = {}
+for look in (False, True):
+    best = 0.0
+    for _ in range(2):
+        m.reset()
+        st = {}
+        for p in m.generate(ids, GenerationSettings(max_tokens=n_gen, ignore_eos=True, lookup_decoding=look,
+                                                    sampling=SamplingSettings(temperature=0))):
+            if p.done:
+                st = p.stats
+        best = max(best, st["generated_tokens"] / st["decode_s"])
+    out["lookup" if look else "plain"] = best
+    out["accepted" if look else "_"] = st.get("accepted_tokens", 0)
+print(json.dumps(out))
+'''
+
+FLOOR = r'''
+import json, sys, time
+import numpy as np
+from assistant.core.engine import Model
+m = Model(sys.argv[1], memory="speed", n_ctx=256)
+m.net.prepare()
+mats = []
+for b in m.net._blocks:
+    mats += [b.qkv.w, b.wo.w, b.gate_up.w, b.down.w]
+head = m.net.head().w
+x = {w.shape[0]: np.random.default_rng(0).standard_normal((1, w.shape[0])).astype(np.float32) for w in mats + [head]}
+best = 1e9
+for _ in range(10):
+    t = time.perf_counter()
+    for w in mats:
+        x[w.shape[0]] @ w
+    x[head.shape[0]] @ head
+    best = min(best, time.perf_counter() - t)
+print(json.dumps({"floor_ms": best * 1000, "floor_tps": 1 / best}))
+'''
+
+REWRITE_CODE = '''def fibonacci(n):
+    """Return the n-th Fibonacci number."""
+    if n < 2:
+        return n
+    a, b = 0, 1
+    for _ in range(n - 1):
+        a, b = b, a + b
+    return b
+
+
+def factorial(n):
+    """Return n factorial."""
+    result = 1
+    for i in range(2, n + 1):
+        result *= i
+    return result
+
+
+def is_prime(n):
+    """True when n is a prime number."""
+    if n < 2:
+        return False
+    for d in range(2, int(n ** 0.5) + 1):
+        if n % d == 0:
+            return False
+    return True
+'''
+
+
+def sh(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/tmp")
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", "--model", default="smollm2")
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--gen", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    from assistant.config import load_registry, resolve_model_path
+    from assistant.core.engine import Model
+
+    path = str(resolve_model_path(args.model, load_registry())[0])
+    tok = Model(path, n_ctx=2048)
+    rewrite_ids = tok.tokenize(tok.chat_template and
+                               "<|im_start|>user\nRepeat this code exactly:\n```python\n" + REWRITE_CODE +
+                               "```<|im_end|>\n<|im_start|>assistant\n```python\n" or
+                               "Repeat this code exactly:\n" + REWRITE_CODE + "\nHere it is again:\n",
+                               add_special=True, parse_special=True)
+    threads = 2
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"{date.today().isoformat()}; model {args.model}; prompt {args.prompt}, gen {args.gen}, {threads} threads")
+    bench = [sys.executable, "-m", "assistant", "bench", "-m", args.model, "--prompt", str(args.prompt),
+             "--gen", str(args.gen), "--reps", str(args.reps), "--json"]
+    speed = sh(bench + ["--memory", "speed"])
+    lean = sh(bench + ["--memory", "lean", "--reps", "1"])
+    floor = sh([sys.executable, "-c", FLOOR, path])
+    rewrite = sh([sys.executable, "-c", OURS_REWRITE, path, str(args.gen), json.dumps(rewrite_ids)])
+    llama_py = os.environ.get("LLAMA_CPP_PYTHON", "/tmp/llamacpp/venv/bin/python")
+    ll = None
+    if os.path.exists(llama_py):
+        try:
+            ll = sh([llama_py, "-c", LLAMA_SNIPPET, path, str(args.prompt), str(args.gen), str(threads),
+                     json.dumps(rewrite_ids)])
+        except RuntimeError as err:
+            print(f"llama.cpp failed: {err}")
+    else:
+        print(f"llama.cpp (llama-cpp-python) is not available at {llama_py}: printing our figures only")
+    print(f"BLAS: {speed['blas']}; compiled core: {speed['compiled']}")
+    print(f"float32 floor (bare matrix-vector products): {floor['floor_ms']:.1f} ms/token = {floor['floor_tps']:.1f} tok/s")
+    rows = [
+        ("load (s)", speed["load_s"], ll and ll["load_s"]),
+        ("cold start to first token (s)", speed["first_token_s"], None),
+        ("prefill tok/s", speed["prefill_tps"], ll and ll["prefill_tps"]),
+        ("decode tok/s (speed)", speed["decode_tps"], ll and ll["decode_tps"]),
+        ("decode tok/s (lean)", lean["decode_tps"], ll and ll["decode_tps"]),
+        ("decode tok/s, rewrite task, plain", rewrite["plain"], ll and ll["rewrite_decode_tps"]),
+        ("decode tok/s, rewrite task, lookup", rewrite["lookup"], ll and ll["rewrite_decode_tps"]),
+        ("peak RSS MB (speed)", speed["peak_rss_mb"], ll and ll["peak_rss_mb"]),
+        ("peak RSS MB (lean)", lean["peak_rss_mb"], ll and ll["peak_rss_mb"]),
+    ]
+    print(f"{'measure':<38}{'ours':>10}{'llama.cpp':>11}{'ratio':>8}")
+    for name, ours, theirs in rows:
+        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
+        print(f"{name:<38}{ours:>10.2f}{(f'{theirs:.2f}' if theirs else '-'):>11}{ratio:>8}")
+    print(f"decode (speed) / float32 floor: {speed['decode_tps'] / floor['floor_tps']:.2f}; "
+          f"lookup accepted {rewrite.get('accepted', 0):.0f} drafted tokens; lookup/plain {rewrite['lookup'] / rewrite['plain']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
