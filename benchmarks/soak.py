@@ -1,0 +1,142 @@
+"""Soak test: mixed chat traffic against a server on loopback, RSS and latency every minute.
+
+    python benchmarks/soak.py [--minutes 30] [--model smollm2]
+
+Starts `assistant serve` on a free loopback port with a temporary data directory, then runs
+two clients for the given time: websocket chats (some stopped midway), OpenAI API requests
+(streaming and not), conversation listing and search. Every minute it prints the server's
+RSS and the median/max latency of the last minute, and at the end a linear fit of RSS over
+time (a growth trend shows up as a positive slope). Bounded in time and loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+import simple_websocket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def post(url: str, body: dict) -> None:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        r.read()
+
+
+def client(base: str, port: int, stop_at: float, lat: list[float], lock: threading.Lock, seed: int) -> None:
+    rng = random.Random(seed)
+    cid = None
+    while time.monotonic() < stop_at:
+        kind = rng.choice(["ws", "ws", "api", "api_stream", "list"])
+        t0 = time.monotonic()
+        try:
+            if kind == "ws":
+                ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+                ws.receive(timeout=10)
+                ws.send(json.dumps({"type": "send", "conversation_id": cid, "max_tokens": rng.choice([16, 48, 96]),
+                                    "content": rng.choice(["Tell me a joke.", "What is 2+2?", "Name a color.",
+                                                           "Write a haiku about rain."])}))
+                stop_after = rng.choice([0, 0, 5])
+                n = 0
+                while True:
+                    ev = json.loads(ws.receive(timeout=120))
+                    if ev["type"] == "conversation":
+                        cid = ev["conversation"]["id"] if rng.random() < 0.7 else None
+                    if ev["type"] == "token":
+                        n += 1
+                        if stop_after and n == stop_after:
+                            ws.send(json.dumps({"type": "stop"}))
+                    if ev["type"] in ("done", "error"):
+                        break
+                ws.close()
+            elif kind == "api":
+                post(base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 24})
+            elif kind == "api_stream":
+                post(base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Count to five."}],
+                                                     "max_tokens": 24, "stream": True})
+            else:
+                urllib.request.urlopen(base + "/api/conversations?q=joke", timeout=30).read()
+        except Exception as err:  # noqa: BLE001 - a soak test records and goes on
+            print(f"  client error: {type(err).__name__}: {err}", flush=True)
+        with lock:
+            lat.append(time.monotonic() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--model", default="smollm2")
+    args = ap.parse_args()
+    port = free_port()
+    data = tempfile.mkdtemp(prefix="assistant-soak-")
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "-m", args.model, "--port", str(port)],
+                            env=dict(os.environ, ASSISTANT_DATA_DIR=data), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/health", timeout=2).status == 200:
+                    break
+            except Exception:
+                time.sleep(0.1)
+        start = time.monotonic()
+        stop_at = start + args.minutes * 60
+        lat: list[float] = []
+        lock = threading.Lock()
+        threads = [threading.Thread(target=client, args=(base, port, stop_at, lat, lock, i), daemon=True) for i in range(2)]
+        for t in threads:
+            t.start()
+        samples: list[tuple[float, float]] = []
+        print(f"{'minute':>6}{'rss MB':>9}{'requests':>10}{'median s':>10}{'max s':>8}", flush=True)
+        minute = 0
+        while time.monotonic() < stop_at:
+            time.sleep(min(60.0, max(0.0, stop_at - time.monotonic())))
+            minute += 1
+            with lock:
+                window, lat[:] = list(lat), []
+            r = rss_mb(proc.pid)
+            samples.append((time.monotonic() - start, r))
+            med = statistics.median(window) if window else 0.0
+            print(f"{minute:>6}{r:>9.1f}{len(window):>10}{med:>10.2f}{(max(window) if window else 0):>8.2f}", flush=True)
+        for t in threads:
+            t.join(150)
+        if len(samples) >= 3:
+            xs = [s[0] / 60 for s in samples[1:]]  # ignore the warm-up minute
+            ys = [s[1] for s in samples[1:]]
+            mx, my = statistics.mean(xs), statistics.mean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-9, sum((x - mx) ** 2 for x in xs))
+            print(f"RSS trend after warm-up: {slope:+.2f} MB/minute")
+        ok = urllib.request.urlopen(base + "/health", timeout=5).status == 200
+        print(f"server healthy at the end: {ok}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
