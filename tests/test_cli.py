@@ -110,3 +110,14 @@ def test_perplexity_is_sane(smollm2_path, tmp_path):
     out = cli("perplexity", "-m", "smollm2", str(text), "--ctx", "128", "--chunks", "2")
     ppl = float(out.stdout.split("perplexity:")[1].split()[0])
     assert 1.0 < ppl < 5.0  # a repetitive text is very predictable
+
+
+@pytest.mark.real_model
+def test_terminal_chat(smollm2_path):
+    lines = "What is the capital of Japan?\n/calc 2+3\n/system Answer in one word.\n/reset\n/quit\n"
+    out = subprocess.run([sys.executable, "-m", "assistant", "chat", "--temperature", "0"], input=lines,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Tokyo" in out.stdout
+    assert "\n5\n" in out.stdout or "> 5" in out.stdout
+    assert "(system prompt set)" in out.stdout and "(conversation cleared)" in out.stdout
