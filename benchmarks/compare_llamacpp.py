@@ -39,9 +39,10 @@ def run(prompt, n_gen):
     llm.eval(prompt)
     prefill = time.perf_counter() - t
     t = time.perf_counter()
+    n_vocab = llm.n_vocab()
     for _ in range(n_gen):
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([tok])
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+        llm.eval([int(np.argmax(logits))])
     return prefill, time.perf_counter() - t
 res = {"load_s": load_s}
 pf, dc = [], []

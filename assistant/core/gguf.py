@@ -478,6 +478,14 @@ class GGUFFile:
     def architecture(self) -> str:
         return self.get_str("general.architecture", "")
 
+    def release_pages(self) -> None:
+        """Tell the kernel we are done with the mapped pages read so far (they are clean
+        file pages: dropping them frees memory, and touching them again re-reads the file)."""
+        try:
+            self._map.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):
+            pass
+
     # ----------------------------------------------------------------- tensor access
     def tensor_info(self, name: str) -> TensorInfo:
         info = self.tensors.get(name)

@@ -174,6 +174,8 @@ class Transformer:
                 self.block(i)
             self.head()
         self._prepared = True
+        # The weights now live in their prepared form; the file's pages are not needed.
+        self.f.release_pages()
 
     def new_cache(self, n_ctx: int) -> KVCache:
         a = self.args

@@ -29,8 +29,29 @@ from .quants import dequantize, dequantize_transposed, split_codes
 F32 = npt.NDArray[np.float32]
 
 MEMORY_MODES: Final = ("speed", "lean")
-# Input rows expanded per tile in lean mode: 256 rows x out columns of float32.
-_LEAN_TILE: Final = 256
+# Lean mode expands about this many float32 weights per tile (1 MiB: stays in cache).
+_LEAN_TILE_ELEMS: Final = 1 << 19
+# Up to this many rows, lean products apply scales to per-block partial sums (few rows:
+# decoding); above it, to the expanded weights (many rows: prompt processing).
+_LEAN_FEW_ROWS: Final = 4
+
+
+def lean_tile_rows(n_out: int) -> int:
+    """Input rows per lean tile: a multiple of 32 with about ``_LEAN_TILE_ELEMS`` weights."""
+    return max(32, min(1024, _LEAN_TILE_ELEMS // max(1, n_out) // 32 * 32))
+
+
+class Scratch:
+    """One float32 buffer shared by every lean product of a model (they never overlap:
+    a model runs one forward pass at a time)."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty(0, dtype=np.float32)
+
+    def get(self, n: int) -> F32:
+        if self.buf.shape[0] < n:
+            self.buf = np.empty(n, dtype=np.float32)
+        return self.buf[:n]
 
 
 class Linear:
@@ -63,11 +84,12 @@ class LeanLinear(Linear):
     """``y = x @ W + b`` with ``W`` kept as int8 codes and per-32-row scales/mins.
 
     codes ``(in, out)`` int8, scales and mins ``(in // 32, out)`` float32. Each tile of
-    ``_LEAN_TILE`` input rows is expanded into a reused float32 buffer (``codes * scale +
-    min`` broadcast along the long output axis) and multiplied.
+    :func:`lean_tile_rows` input rows is expanded into the model's shared scratch buffer
+    (``codes * scale + min`` broadcast along the long output axis) and multiplied.
     """
 
-    def __init__(self, codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, bias: F32 | None) -> None:
+    def __init__(self, codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, bias: F32 | None,
+                 scratch: Scratch) -> None:
         self.codes = codes
         self.scales = scales
         self.mins = mins
@@ -75,23 +97,46 @@ class LeanLinear(Linear):
         self.n_in = int(codes.shape[0])
         self.n_out = int(codes.shape[1])
         self.w = np.zeros((0, 0), dtype=np.float32)
-        self._buf = np.empty((_LEAN_TILE, self.n_out), dtype=np.float32)
+        self.scratch = scratch
+        self.tile_rows = lean_tile_rows(self.n_out)
 
     def __call__(self, x: F32) -> F32:
         t = x.shape[0]
-        y = np.zeros((t, self.n_out), dtype=np.float32)
-        buf = self._buf
-        for start in range(0, self.n_in, _LEAN_TILE):
-            stop = min(self.n_in, start + _LEAN_TILE)
+        n_out = self.n_out
+        y = np.zeros((t, n_out), dtype=np.float32)
+        step = self.tile_rows
+        flat = self.scratch.get(step * n_out)
+        if t <= _LEAN_FEW_ROWS:
+            # y = sum over blocks b of d_b * (x_b @ codes_b) + sum(x_b) * m_b: the codes are
+            # converted once and read once; scales touch only (blocks, out) partial sums.
+            xs = x.reshape(t, self.n_in // 32, 32)
+            for start in range(0, self.n_in, step):
+                stop = min(self.n_in, start + step)
+                b0 = start // 32
+                nb = (stop - start) // 32
+                tile = flat[:(stop - start) * n_out].reshape(nb, 32, n_out)
+                np.copyto(tile, self.codes[start:stop].reshape(nb, 32, n_out), casting="unsafe")
+                xb = xs[:, b0:b0 + nb, :]  # (T, nb, 32)
+                part = np.matmul(xb.transpose(1, 0, 2), tile)  # (nb, T, out)
+                part *= self.scales[b0:b0 + nb, None, :]
+                y += part.sum(axis=0)
+                if self.mins is not None:
+                    y += xb.sum(axis=2) @ self.mins[b0:b0 + nb]
+            if self.bias is not None:
+                y += self.bias
+            return y
+        for start in range(0, self.n_in, step):
+            stop = min(self.n_in, start + step)
             rows = stop - start
             b0 = start // 32
             nb = rows // 32
-            tile = buf[:rows].reshape(nb, 32, self.n_out)
-            np.copyto(tile, self.codes[start:stop].reshape(nb, 32, self.n_out), casting="unsafe")
-            tile *= self.scales[b0:b0 + nb, None, :]
+            buf = flat[:rows * n_out].reshape(rows, n_out)
+            tile = buf.reshape(nb, 32, n_out)
+            np.copyto(buf, self.codes[start:stop], casting="unsafe")
+            np.multiply(tile, self.scales[b0:b0 + nb, None, :], out=tile)
             if self.mins is not None:
-                tile += self.mins[b0:b0 + nb, None, :]
-            y += x[:, start:stop] @ buf[:rows]
+                np.add(tile, self.mins[b0:b0 + nb, None, :], out=tile)
+            y += x[:, start:stop] @ buf
         if self.bias is not None:
             y += self.bias
         return y
@@ -114,6 +159,7 @@ class WeightLoader:
             raise ValueError(f"memory mode {memory!r} is not one of {MEMORY_MODES}")
         self.f = f
         self.memory = memory
+        self.scratch = Scratch()
 
     def has(self, name: str) -> bool:
         return name in self.f.tensors
@@ -204,7 +250,7 @@ class WeightLoader:
         codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=1))  # (in, out)
         scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=1))  # (in/32, out)
         mins_t = np.ascontiguousarray(np.concatenate(mins_l, axis=1)) if any_min else None
-        return LeanLinear(codes_t, scales_t, mins_t, bias)
+        return LeanLinear(codes_t, scales_t, mins_t, bias, self.scratch)
 
     def output_head(self, name: str) -> Linear:
         """The vocabulary projection ``(dim, n_vocab)``, as a view of the ``(n_vocab, dim)`` rows."""
