@@ -55,11 +55,12 @@ class LlamaBlock(Block):
         nk = self.n_kv * hd
         h = rms_norm(x, self.attn_norm, self.eps)
         qkv = self.qkv(h)  # (T, (n_heads + 2 n_kv) * hd)
-        q = qkv[:, :nq].reshape(t, self.n_heads, hd).transpose(1, 0, 2).copy()  # (n_heads, T, hd)
-        k = qkv[:, nq:nq + nk].reshape(t, self.n_kv, hd).transpose(1, 0, 2).copy()  # (n_kv, T, hd)
+        # q and k are adjacent columns: rotate them together in one call.
+        qk = qkv[:, :nq + nk].reshape(t, self.n_heads + self.n_kv, hd).transpose(1, 0, 2).copy()
+        self.rope.apply(qk, pos)  # (n_heads + n_kv, T, hd)
+        q = qk[:self.n_heads]  # (n_heads, T, hd)
+        k = qk[self.n_heads:]  # (n_kv, T, hd)
         v = qkv[:, nq + nk:].reshape(t, self.n_kv, hd).transpose(1, 0, 2)  # (n_kv, T, hd)
-        self.rope.apply(q, pos)
-        self.rope.apply(k, pos)
         keys, values = cache.store(layer, pos, k, v)
         a = attention(q, keys, values, pos, self.scale)  # (T, n_heads * hd)
         x = x + self.wo(a)
