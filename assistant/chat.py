@@ -188,6 +188,28 @@ class LocalBackend:
             raise ChatError(str(err)) from None
 
 
+    def stream_parallel(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings,
+                        n: int, cancel: Cancel | None) -> Iterator[Event]:
+        """Like :meth:`stream` for ``n`` alternatives decoded as one batch; events carry ``index``."""
+        try:
+            ids, _dropped = self.fit(messages, tools, settings)
+        except TemplateError as err:
+            raise ChatError(str(err)) from None
+        gen = GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
+                                 stop=list(self.format.stop) + list(self.entry.stop) + list(settings.stop),
+                                 logprobs=settings.logprobs)
+        try:
+            for i, piece in self.model.generate_parallel(ids, n, gen, cancel):
+                if piece.done:
+                    if piece.text:
+                        yield {"type": "token", "text": piece.text, "index": i}
+                    yield {"type": "done", "finish_reason": piece.finish_reason, "stats": dict(piece.stats), "index": i}
+                else:
+                    yield {"type": "token", "text": piece.text, "id": piece.token, "index": i,
+                           "logprob": piece.logprob, "top_logprobs": piece.top_logprobs}
+        except ContextFullError as err:
+            raise ChatError(str(err)) from None
+
     def complete(self, prompt: str, settings: ChatSettings, cancel: Cancel | None) -> Iterator[Event]:
         """Events for a raw text completion (no chat format)."""
         ids = self.model.tokenize(prompt, add_special=True, parse_special=True)

@@ -161,3 +161,30 @@ def test_prompt_lookup_decoding_gives_identical_greedy_output(smollm2):
     assert outs[False][1]["drafted_tokens"] == 0
     # The KV cache holds exactly the accepted tokens: a follow-up reuses it correctly.
     assert smollm2.cache.tokens == ids + outs[True][0][:-1] or smollm2.cache.tokens == ids + outs[True][0]
+
+
+@pytest.mark.real_model
+def test_parallel_sampling_decodes_n_sequences_together(smollm2):
+    ids = smollm2.tokenize("<|im_start|>user\nName a fruit.<|im_end|>\n<|im_start|>assistant\n", parse_special=True)
+    greedy = [p.token for p in smollm2.generate(ids, GenerationSettings(max_tokens=10, sampling=SamplingSettings(temperature=0)))
+              if not p.done]
+    seqs: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    ends = {}
+    for i, p in smollm2.generate_parallel(ids, 3, GenerationSettings(max_tokens=10, sampling=SamplingSettings(temperature=0))):
+        if p.done:
+            ends[i] = p
+        else:
+            seqs[i].append(p.token)
+    assert seqs[0] == seqs[1] == seqs[2] == greedy
+    assert all(ends[i].finish_reason in ("stop", "length") for i in range(3))
+    sampled: dict[int, list[int]] = {i: [] for i in range(4)}
+    s = GenerationSettings(max_tokens=12, ignore_eos=True, sampling=SamplingSettings(temperature=1.2, seed=5, top_k=0))
+    for i, p in smollm2.generate_parallel(ids, 4, s):
+        if not p.done:
+            sampled[i].append(p.token)
+    assert len({tuple(v) for v in sampled.values()}) > 1 and all(len(v) == 12 for v in sampled.values())
+    again = {i: [] for i in range(4)}
+    for i, p in smollm2.generate_parallel(ids, 4, s):
+        if not p.done:
+            again[i].append(p.token)
+    assert again == sampled  # seeded: reproducible

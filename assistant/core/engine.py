@@ -60,6 +60,64 @@ class GenerationSettings:
         self.lookup_decoding = lookup_decoding
 
 
+class _Emitter:
+    """Turns sampled tokens into visible text for one sequence: end-of-generation tokens,
+    streaming detokenization, stop strings held back until they can no longer match,
+    the token limit, and log-probabilities."""
+
+    def __init__(self, model: "Model", s: GenerationSettings) -> None:
+        self.model = model
+        self.s = s
+        self.detok = StreamingDetokenizer(model.tokenizer)
+        self.pending = ""  # text held back because it may begin a stop string
+        self.finish = ""
+        self.stopped_by_string = False
+        self.generated = 0
+
+    def push(self, tid: int, row: F32) -> list[Piece]:
+        """The pieces to emit for ``tid`` (sampled from logits ``row``); sets ``finish``."""
+        s = self.s
+        lp = 0.0
+        tops: list[tuple[int, float]] = []
+        if s.logprobs > 0:
+            ls = log_softmax(row)
+            lp = float(ls[tid])
+            best = np.argsort(-ls)[: s.logprobs]
+            tops = [(int(i), float(ls[i])) for i in best]
+        if not s.ignore_eos and self.model.is_eog(tid):
+            self.finish = "stop"
+            return []
+        self.generated += 1
+        text = self.pending + self.detok.add_token(tid)
+        out: list[Piece] = []
+        if s.stop:
+            hit = -1
+            for stop in s.stop:
+                j = text.find(stop)
+                if j >= 0 and (hit < 0 or j < hit):
+                    hit = j
+            if hit >= 0:
+                if hit > 0:
+                    out.append(Piece(text[:hit], tid, logprob=lp, top_logprobs=tops))
+                self.pending = ""
+                self.finish = "stop"
+                self.stopped_by_string = True
+                return out
+            hold = _held_back(text, s.stop)
+            self.pending = text[len(text) - hold:] if hold else ""
+            text = text[:len(text) - hold]
+        out.append(Piece(text, tid, logprob=lp, top_logprobs=tops))
+        if self.generated >= s.max_tokens:
+            self.finish = "length"
+        return out
+
+    def end(self, stats: dict[str, float]) -> Piece:
+        tail = "" if self.stopped_by_string else self.pending + self.detok.finalize()
+        piece = Piece(tail, -1, done=True, finish_reason=self.finish)
+        piece.stats = stats
+        return piece
+
+
 class LookupState:
     """Drafts for prompt-lookup decoding, with an adaptive draft length.
 
@@ -231,10 +289,7 @@ class Model:
         logits, cached = self._prefill(prompt, cancel)
         prefill_s = time.perf_counter() - t0
         history: list[int] = list(prompt)
-        generated = 0
-        pending = ""  # text held back because it may begin a stop string
-        finish = ""
-        stopped_by_string = False
+        out = _Emitter(self, s)
         # Prompt-lookup decoding (greedy only, where it cannot change the output): a batch
         # holds the logits after [last token] + draft; drafted tokens that greedy sampling
         # reproduces are accepted without another forward pass.
@@ -247,45 +302,17 @@ class Model:
         t1 = time.perf_counter()
         row = logits[-1] if logits.shape[0] else np.zeros(0, dtype=np.float32)
         if logits.shape[0] == 0:
-            finish = "cancelled"
-        while not finish:
+            out.finish = "cancelled"
+        while not out.finish:
             if cancel is not None and cancel():
-                finish = "cancelled"
+                out.finish = "cancelled"
                 break
             tid = sampler(row, history)
-            lp = 0.0
-            tops: list[tuple[int, float]] = []
-            if s.logprobs > 0:
-                ls = log_softmax(row)
-                lp = float(ls[tid])
-                best = np.argsort(-ls)[: s.logprobs]
-                tops = [(int(i), float(ls[i])) for i in best]
-            if not s.ignore_eos and self.is_eog(tid):
-                finish = "stop"
+            for piece in out.push(tid, row):
+                yield piece
+            if out.finish:
                 break
-            generated += 1
             history.append(tid)
-            text = pending + detok.add_token(tid)
-            if s.stop:
-                hit = -1
-                for stop in s.stop:
-                    j = text.find(stop)
-                    if j >= 0 and (hit < 0 or j < hit):
-                        hit = j
-                if hit >= 0:
-                    if hit > 0:
-                        yield Piece(text[:hit], tid, logprob=lp, top_logprobs=tops)
-                    pending = ""
-                    finish = "stop"
-                    stopped_by_string = True
-                    break
-                hold = _held_back(text, s.stop)
-                pending = text[len(text) - hold:] if hold else ""
-                text = text[:len(text) - hold]
-            yield Piece(text, tid, logprob=lp, top_logprobs=tops)
-            if generated >= s.max_tokens:
-                finish = "length"
-                break
             # The next row of logits: from the current draft batch when it predicted tid.
             if draft:
                 if bi < len(draft) and tid == draft[bi]:
@@ -298,12 +325,12 @@ class Model:
                 draft = []
             if self.cache.n >= self.n_ctx:
                 if s.context_policy != "shift":
-                    finish = "context"
+                    out.finish = "context"
                     break
                 self._shift_cache(s)
             if lookup:
                 room = self.n_ctx - self.cache.n - 1
-                draft = lookup_state.draft(history, min(room, s.max_tokens - generated))
+                draft = lookup_state.draft(history, min(room, s.max_tokens - out.generated))
             if draft:
                 base_n = self.cache.n
                 bi = 0
@@ -313,19 +340,82 @@ class Model:
                 row = self.net.forward(np.asarray([tid], dtype=np.int32), self.cache)[-1]
         if draft:
             self.cache.truncate(base_n + 1 + bi)
-        tail = "" if stopped_by_string else pending + detok.finalize()
-        end = Piece(tail, -1, done=True, finish_reason=finish)
-        end.stats = {
+        yield out.end({
             "prompt_tokens": float(len(prompt)),
             "cached_tokens": float(cached),
-            "generated_tokens": float(generated),
+            "generated_tokens": float(out.generated),
             "prefill_s": prefill_s,
             "decode_s": time.perf_counter() - t1,
             "load_s": self.load_seconds,
             "drafted_tokens": float(lookup_state.drafted),
             "accepted_tokens": float(lookup_state.accepted),
-        }
-        yield end
+        })
+
+    def generate_parallel(self, prompt: list[int], n: int, settings: GenerationSettings | None = None,
+                          cancel: Callable[[], bool] | None = None) -> Iterator[tuple[int, Piece]]:
+        """``n`` completions of one prompt decoded as one batch: ``(index, Piece)`` pairs.
+
+        The prompt is processed once; each step then runs one row per unfinished sequence
+        through the model together, so the weights are read once per step for all of
+        them. Sequence ``i`` samples with seed ``seed + i`` (when a seed is set).
+        """
+        s = settings if settings is not None else GenerationSettings()
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        prompt = self._fit_prompt(_as_ints(prompt), s)
+        for tid in prompt:
+            self.tokenizer.check_id(tid)
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        t0 = time.perf_counter()
+        logits, cached = self._prefill(prompt, cancel)
+        prefill_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        samplers: list[Sampler] = []
+        for i in range(n):
+            sp = s.sampling.copy()
+            if sp.seed >= 0:
+                sp.seed = sp.seed + i
+            samplers.append(Sampler(sp))
+        emitters = [_Emitter(self, s) for _ in range(n)]
+        histories = [list(prompt) for _ in range(n)]
+        caches = [self.cache.fork() for _ in range(n)]
+        rows: list[F32] = [logits[-1] for _ in range(n)] if logits.shape[0] else []
+        active = list(range(n)) if rows else []
+        if not rows:
+            for e in emitters:
+                e.finish = "cancelled"
+        while active:
+            if cancel is not None and cancel():
+                for i in active:
+                    emitters[i].finish = "cancelled"
+                break
+            tokens: list[int] = []
+            still: list[int] = []
+            for i in active:
+                tid = samplers[i](rows[i], histories[i])
+                for piece in emitters[i].push(tid, rows[i]):
+                    yield i, piece
+                if not emitters[i].finish:
+                    histories[i].append(tid)
+                    if caches[i].n >= self.n_ctx:
+                        emitters[i].finish = "context"
+                        continue
+                    tokens.append(tid)
+                    still.append(i)
+            if not still:
+                break
+            out = self.net.step_parallel(np.asarray(tokens, dtype=np.int32), [caches[i] for i in still])
+            for j, i in enumerate(still):
+                rows[i] = out[j]
+            active = still
+        decode_s = time.perf_counter() - t1
+        for i, e in enumerate(emitters):
+            yield i, e.end({
+                "prompt_tokens": float(len(prompt)), "cached_tokens": float(cached),
+                "generated_tokens": float(e.generated), "prefill_s": prefill_s, "decode_s": decode_s,
+                "load_s": self.load_seconds, "drafted_tokens": 0.0, "accepted_tokens": 0.0,
+            })
 
     def _shift_cache(self, s: GenerationSettings) -> None:
         tokens = list(self.cache.tokens)

@@ -96,12 +96,14 @@ class Rope:
             self._sin = np.sin(ang).astype(np.float32)
         return self._cos, self._sin
 
-    def apply(self, x: F32, pos: int) -> F32:
-        """Rotate ``x`` ``(n_heads, T, head_dim)`` for positions ``pos .. pos+T-1`` in place."""
+    def apply(self, x: F32, pos: int, same_position: bool = False) -> F32:
+        """Rotate ``x`` ``(n_heads, T, head_dim)`` in place for positions ``pos .. pos+T-1``
+        (or, with ``same_position``, every row at ``pos``: rows of parallel sequences)."""
         t = x.shape[1]
-        cos_t, sin_t = self._tables(pos + t)
-        cos = cos_t[pos:pos + t]  # (T, n_rot/2)
-        sin = sin_t[pos:pos + t]
+        end = pos + 1 if same_position else pos + t
+        cos_t, sin_t = self._tables(end)
+        cos = cos_t[pos:end]  # (T or 1, n_rot/2)
+        sin = sin_t[pos:end]
         half = self.n_rot // 2
         x1 = x[..., :half]
         x2 = x[..., half:self.n_rot]

@@ -58,6 +58,10 @@ class SamplingSettings:
             if not (math.isfinite(value) and lo <= value <= hi):
                 raise SamplingError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
 
+    def copy(self) -> "SamplingSettings":
+        return SamplingSettings(self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty,
+                                self.repeat_last_n, self.frequency_penalty, self.presence_penalty, self.seed)
+
     def as_dict(self) -> dict[str, float]:
         return {
             "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .gguf import GGUFFile
-from .ops import rms_norm
+from .ops import attention, rms_norm
 from .weights import Linear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
@@ -88,6 +88,17 @@ class KVCache:
         self.v[layer][:, pos:pos + t] = v
         return self.k[layer][:, :pos + t], self.v[layer][:, :pos + t]
 
+    def fork(self) -> "KVCache":
+        """A new cache holding a copy of this one's entries (for parallel sequences)."""
+        n_kv, n_ctx, hd = self.k[0].shape
+        other = KVCache(len(self.k), n_kv, n_ctx, hd)
+        for layer in range(len(self.k)):
+            other.k[layer][:, :self.n] = self.k[layer][:, :self.n]
+            other.v[layer][:, :self.n] = self.v[layer][:, :self.n]
+        other.n = self.n
+        other.tokens = list(self.tokens)
+        return other
+
     def truncate(self, n: int) -> None:
         """Forget everything from position ``n`` on (the stale entries are overwritten later)."""
         self.n = min(self.n, n)
@@ -109,9 +120,13 @@ class KVCache:
 
 
 class Block:
-    """One transformer layer; architectures subclass it."""
+    """One transformer layer; architectures subclass it.
 
-    def __call__(self, x: F32, cache: KVCache, layer: int, pos: int) -> F32:
+    ``x`` holds either T consecutive tokens of one sequence (one cache) or one token of
+    each of several parallel sequences at the same position (one cache per row).
+    """
+
+    def __call__(self, x: F32, caches: list[KVCache], layer: int, pos: int) -> F32:
         raise NotImplementedError
 
     def nbytes(self) -> int:
@@ -197,11 +212,29 @@ class Transformer:
                 f"{pos + t} tokens do not fit in the context of {cache.n_ctx}"
             )
         x = self.embed(tokens)
+        caches = [cache]
         for layer in range(self.args.n_layers):
-            x = self.block(layer)(x, cache, layer, pos)
+            x = self.block(layer)(x, caches, layer, pos)
         cache.n = pos + t
         cache.tokens.extend(int(i) for i in tokens)
         return rms_norm(x, self.output_norm, self.args.eps)
+
+    def step_parallel(self, tokens: I32, caches: list[KVCache]) -> F32:
+        """One token for each of several sequences at the same position (parallel
+        sampling): the weights are read once for all rows. Logits ``(B, n_vocab)``."""
+        if not self._prepared:
+            self.prepare(PREPARE_THREADS)
+        pos = caches[0].n
+        for c in caches:
+            if c.n != pos or pos + 1 > c.n_ctx:
+                raise ContextFullError(f"parallel sequences must share a position with room; got {c.n}")
+        x = self.embed(tokens)  # (B, dim)
+        for layer in range(self.args.n_layers):
+            x = self.block(layer)(x, caches, layer, pos)
+        for c, tok in zip(caches, tokens):
+            c.n = pos + 1
+            c.tokens.append(int(tok))
+        return self.head()(rms_norm(x, self.output_norm, self.args.eps))
 
     def forward(self, tokens: I32, cache: KVCache, all_logits: bool = False,
                 should_stop: Callable[[], bool] | None = None) -> F32:
@@ -239,6 +272,21 @@ class Transformer:
         if self._head is not None:
             n += self._head.nbytes
         return n
+
+
+def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, scale: float,
+           window: int = 0) -> F32:
+    """Store k/v and attend. q ``(n_heads, R, hd)``, k/v ``(n_kv, R, hd)``: R tokens of one
+    sequence (one cache), or one token per parallel sequence (one cache per row).
+    Returns ``(R, n_heads * hd)``."""
+    if len(caches) == 1:
+        keys, values = caches[0].store(layer, pos, k, v)
+        return attention(q, keys, values, pos, scale, window)
+    outs: list[F32] = []
+    for i, c in enumerate(caches):
+        keys, values = c.store(layer, pos, k[:, i:i + 1], v[:, i:i + 1])
+        outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window))
+    return np.concatenate(outs, axis=0)
 
 
 def attention_scale(head_dim: int) -> float:

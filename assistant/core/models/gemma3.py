@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..gguf import GGUFFile
-from ..ops import Rope, attention, gelu_tanh, rms_norm
-from ..transformer import Block, KVCache, ModelArgs, Transformer
+from ..ops import Rope, gelu_tanh, rms_norm
+from ..transformer import Block, KVCache, ModelArgs, Transformer, attend
 from ..weights import Linear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
@@ -50,7 +50,7 @@ class Gemma3Block(Block):
         self.gate_up: Linear = loader.linear([p + "ffn_gate.weight", p + "ffn_up.weight"])
         self.down: Linear = loader.linear([p + "ffn_down.weight"])
 
-    def __call__(self, x: F32, cache: KVCache, layer: int, pos: int) -> F32:
+    def __call__(self, x: F32, caches: list[KVCache], layer: int, pos: int) -> F32:
         t = x.shape[0]
         hd = self.head_dim
         nq = self.n_heads * hd
@@ -62,10 +62,10 @@ class Gemma3Block(Block):
         v = qkv[:, nq + nk:].reshape(t, self.n_kv, hd).transpose(1, 0, 2)
         q = rms_norm(q, self.q_norm, self.eps)
         k = rms_norm(k, self.k_norm, self.eps)
-        self.rope.apply(q, pos)
-        self.rope.apply(k, pos)
-        keys, values = cache.store(layer, pos, k, v)
-        a = attention(q, keys, values, pos, self.query_scale, self.window)
+        parallel = len(caches) > 1
+        self.rope.apply(q, pos, parallel)
+        self.rope.apply(k, pos, parallel)
+        a = attend(q, k, v, caches, layer, pos, self.query_scale, self.window)
         a = rms_norm(self.wo(a), self.post_attn_norm, self.eps)
         x = x + a
         h = rms_norm(x, self.ffn_norm, self.eps)

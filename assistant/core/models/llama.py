@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..gguf import GGUFFile
-from ..ops import Rope, attention, neox_permutation, rms_norm, silu
-from ..transformer import Block, KVCache, ModelArgs, Transformer, attention_scale
+from ..ops import Rope, neox_permutation, rms_norm, silu
+from ..transformer import Block, KVCache, ModelArgs, Transformer, attend, attention_scale
 from ..weights import Linear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
@@ -48,7 +48,7 @@ class LlamaBlock(Block):
         self.down: Linear = loader.linear([p + "ffn_down.weight"])
         self.ffn_dim = args.ffn_dim
 
-    def __call__(self, x: F32, cache: KVCache, layer: int, pos: int) -> F32:
+    def __call__(self, x: F32, caches: list[KVCache], layer: int, pos: int) -> F32:
         t = x.shape[0]
         hd = self.head_dim
         nq = self.n_heads * hd
@@ -57,12 +57,11 @@ class LlamaBlock(Block):
         qkv = self.qkv(h)  # (T, (n_heads + 2 n_kv) * hd)
         # q and k are adjacent columns: rotate them together in one call.
         qk = qkv[:, :nq + nk].reshape(t, self.n_heads + self.n_kv, hd).transpose(1, 0, 2).copy()
-        self.rope.apply(qk, pos)  # (n_heads + n_kv, T, hd)
+        self.rope.apply(qk, pos, len(caches) > 1)  # (n_heads + n_kv, T, hd)
         q = qk[:self.n_heads]  # (n_heads, T, hd)
         k = qk[self.n_heads:]  # (n_kv, T, hd)
         v = qkv[:, nq + nk:].reshape(t, self.n_kv, hd).transpose(1, 0, 2)  # (n_kv, T, hd)
-        keys, values = cache.store(layer, pos, k, v)
-        a = attention(q, keys, values, pos, self.scale)  # (T, n_heads * hd)
+        a = attend(q, k, v, caches, layer, pos, self.scale)  # (T, n_heads * hd)
         x = x + self.wo(a)
         h = rms_norm(x, self.ffn_norm, self.eps)
         gu = self.gate_up(h)  # (T, 2 * ffn)
