@@ -101,6 +101,27 @@ for _ in range(10):
 print(json.dumps({"floor_ms": best * 1000, "floor_tps": 1 / best}))
 '''
 
+PARALLEL = r'''
+import json, sys, time
+from assistant.core.engine import Model, GenerationSettings
+from assistant.core.sampling import SamplingSettings
+m = Model(sys.argv[1], memory="speed", n_ctx=1024)
+m.net.prepare()
+ids = m.tokenize("Once upon a time, in a land far away,", add_special=True)
+s = GenerationSettings(max_tokens=64, ignore_eos=True, sampling=SamplingSettings(temperature=0.8, seed=1))
+out = {}
+for n in (1, 4):
+    best = 1e9
+    for _ in range(2):
+        m.reset()
+        t = time.perf_counter()
+        for _i, _p in m.generate_parallel(ids, n, s):
+            pass
+        best = min(best, time.perf_counter() - t)
+    out[str(n)] = best
+print(json.dumps(out))
+'''
+
 REWRITE_CODE = '''def fibonacci(n):
     """Return the n-th Fibonacci number."""
     if n < 2:
@@ -163,6 +184,7 @@ def main() -> None:
     lean = sh(bench + ["--memory", "lean", "--reps", "1"])
     floor = sh([sys.executable, "-c", FLOOR, path])
     rewrite = sh([sys.executable, "-c", OURS_REWRITE, path, str(args.gen), json.dumps(rewrite_ids)])
+    parallel = sh([sys.executable, "-c", PARALLEL, path])
     llama_py = os.environ.get("LLAMA_CPP_PYTHON", "/tmp/llamacpp/venv/bin/python")
     ll = None
     if os.path.exists(llama_py):
@@ -190,8 +212,11 @@ def main() -> None:
     for name, ours, theirs in rows:
         ratio = f"{ours / theirs:.2f}x" if theirs else "-"
         print(f"{name:<38}{ours:>10.2f}{(f'{theirs:.2f}' if theirs else '-'):>11}{ratio:>8}")
+    print(f"prompt cache: turn 2 after a 1,000-token history reaches its first token in {speed['turn2_first_token_s']:.3f} s "
+          f"vs {speed['full_reprefill_s']:.3f} s re-prefilling ({speed['prompt_cache_ratio'] * 100:.1f}%)")
     print(f"decode (speed) / float32 floor: {speed['decode_tps'] / floor['floor_tps']:.2f}; "
           f"lookup accepted {rewrite.get('accepted', 0):.0f} drafted tokens; lookup/plain {rewrite['lookup'] / rewrite['plain']:.2f}x")
+    print(f"parallel sampling: 4 completions of 64 tokens took {parallel['4'] / parallel['1']:.2f}x the time of one")
 
 
 if __name__ == "__main__":
