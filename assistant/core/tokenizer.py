@@ -207,6 +207,25 @@ class Tokenizer:
     # ------------------------------------------------------------------ decoding
     def token_bytes(self, tid: int, special: bool = False) -> bytes:
         """The bytes a token stands for (control tokens give ``b""`` unless ``special``)."""
+        self.check_id(tid)
+        cached = self._piece_cache.get(tid) if not special else None
+        if cached is not None:
+            return cached
+        v = self.vocab
+        ttype = v.types[tid]
+        text = v.tokens[tid]
+        if ttype in (TT_CONTROL, TT_UNKNOWN):
+            result = text.encode("utf-8") if special else b""
+        elif ttype == TT_USER_DEFINED:
+            result = text.encode("utf-8")
+        else:
+            result = self.piece_bytes(text, ttype)
+        if not special:
+            self._piece_cache[tid] = result
+        return result
+
+    def piece_bytes(self, text: str, ttype: int) -> bytes:
+        """The bytes of a normal (or byte) token's text; each vocabulary kind decodes its own."""
         raise NotImplementedError
 
     def check_id(self, tid: int) -> None:
@@ -349,31 +368,17 @@ class BPETokenizer(Tokenizer):
             i = nxt[i]
         return out
 
-    def token_bytes(self, tid: int, special: bool = False) -> bytes:
-        self.check_id(tid)
-        cached = self._piece_cache.get(tid) if not special else None
-        if cached is not None:
-            return cached
-        v = self.vocab
-        ttype = v.types[tid]
-        text = v.tokens[tid]
-        result = b""
-        if ttype in (TT_CONTROL, TT_UNKNOWN):
-            result = text.encode("utf-8") if special else b""
-        elif ttype == TT_USER_DEFINED:
-            result = text.encode("utf-8")
-        elif ttype == TT_NORMAL:
-            buf = bytearray()
-            for ch in text:
-                b = UNICODE_TO_BYTE.get(ch, -1)
-                if b >= 0:
-                    buf.append(b)
-                else:
-                    buf.extend(ch.encode("utf-8"))
-            result = bytes(buf)
-        if not special:
-            self._piece_cache[tid] = result
-        return result
+    def piece_bytes(self, text: str, ttype: int) -> bytes:
+        if ttype != TT_NORMAL:
+            return b""
+        buf = bytearray()
+        for ch in text:
+            b = UNICODE_TO_BYTE.get(ch, -1)
+            if b >= 0:
+                buf.append(b)
+            else:
+                buf.extend(ch.encode("utf-8"))
+        return bytes(buf)
 
 
 class SPMTokenizer(Tokenizer):
@@ -485,26 +490,12 @@ class SPMTokenizer(Tokenizer):
         self._resegment(parts[0], rev, out, depth + 1)
         self._resegment(parts[1], rev, out, depth + 1)
 
-    def token_bytes(self, tid: int, special: bool = False) -> bytes:
-        self.check_id(tid)
-        cached = self._piece_cache.get(tid) if not special else None
-        if cached is not None:
-            return cached
-        v = self.vocab
-        ttype = v.types[tid]
-        text = v.tokens[tid]
-        result = b""
-        if ttype in (TT_CONTROL, TT_UNKNOWN):
-            result = text.encode("utf-8") if special else b""
-        elif ttype == TT_USER_DEFINED:
-            result = text.encode("utf-8")
-        elif ttype == TT_NORMAL:
-            result = text.replace(SPM_SPACE, " ").encode("utf-8")
-        elif ttype == TT_BYTE:
-            result = bytes([int(text[3:5], 16)]) if len(text) == 6 else b""
-        if not special:
-            self._piece_cache[tid] = result
-        return result
+    def piece_bytes(self, text: str, ttype: int) -> bytes:
+        if ttype == TT_NORMAL:
+            return text.replace(SPM_SPACE, " ").encode("utf-8")
+        if ttype == TT_BYTE and len(text) == 6:
+            return bytes([int(text[3:5], 16)])
+        return b""
 
 
 class StreamingDetokenizer:
@@ -604,8 +595,8 @@ class SentencePieceFileTokenizer(Tokenizer):
             out.append(v.eos_id)
         return out
 
-    def token_bytes(self, tid: int, special: bool = False) -> bytes:
-        return self._spm.token_bytes(tid, special)
+    def piece_bytes(self, text: str, ttype: int) -> bytes:
+        return self._spm.piece_bytes(text, ttype)
 
 
 def tokenizer_from_gguf(f: GGUFFile, tokenizer_model: str = "") -> Tokenizer:
