@@ -188,3 +188,20 @@ def test_parallel_sampling_decodes_n_sequences_together(smollm2):
         if not p.done:
             again[i].append(p.token)
     assert again == sampled  # seeded: reproducible
+
+
+def test_cancel_during_prompt_processing(tiny_models):
+    """Cancellation is seen between prefill chunks: nothing is generated, the tokens
+    processed so far stay cached."""
+    m = Model(str(tiny_models["llama"]), n_ctx=256)
+    m.net.prefill_chunk = 16
+    polls = {"n": 0}
+
+    def cancel():
+        polls["n"] += 1
+        return polls["n"] > 2  # let two chunks through, then stop
+
+    pieces = list(m.generate(list(range(5, 105)), GenerationSettings(max_tokens=5), cancel))
+    assert pieces[-1].done and pieces[-1].finish_reason == "cancelled"
+    assert pieces[-1].stats["generated_tokens"] == 0
+    assert m.cache.n == 32
