@@ -57,7 +57,10 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
     decode: list[float] = []
     for _ in range(reps):
         model.reset()
-        settings = GenerationSettings(max_tokens=n_gen, sampling=SamplingSettings(temperature=0), ignore_eos=True)
+        # Plain one-token-at-a-time decoding: prompt-lookup drafting is measured separately
+        # (benchmarks/compare_llamacpp.py), since greedy loops on a random prompt flatter it.
+        settings = GenerationSettings(max_tokens=n_gen, sampling=SamplingSettings(temperature=0), ignore_eos=True,
+                                      lookup_decoding=False)
         stats: dict[str, float] = {}
         for piece in model.generate(prompt, settings):
             if piece.done:
