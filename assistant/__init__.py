@@ -12,9 +12,33 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+
+def _alias_source_checkout() -> None:
+    """Run from a source checkout (``PYTHONPATH=repo``), ``plugins/`` and ``web/`` sit beside
+    this package instead of inside it as installed; make them importable under the same
+    names (``assistant.plugins``, ``assistant.web``) so the checkout behaves like an install."""
+    here = Path(__file__).resolve().parent
+    for sub in ("plugins", "web"):
+        init = here.parent / sub / "__init__.py"
+        name = f"{__name__}.{sub}"
+        if (here / sub).exists() or name in sys.modules or not init.is_file():
+            continue
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_alias_source_checkout()
 
 if TYPE_CHECKING:
     from .core.engine import Model

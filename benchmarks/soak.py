@@ -93,7 +93,7 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     data = tempfile.mkdtemp(prefix="assistant-soak-")
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "-m", args.model, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "-m", args.model, "--port", str(port)], cwd=data,
                             env=dict(os.environ, ASSISTANT_DATA_DIR=data), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

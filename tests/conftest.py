@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared"))
 GOLDEN = SHARED / "golden"
+
+# Subprocesses run `python -m assistant` from here, never from the repository root (where
+# the source tree would shadow the installed, compiled package).
+NEUTRAL_CWD = tempfile.gettempdir()
 
 # Tests never load third-party plugins from the environment unless they ask to.
 os.environ.setdefault("ASSISTANT_LOAD_PLUGINS", "0")

@@ -15,11 +15,12 @@ from gguf import GGMLQuantizationType as Q
 from gguf import quants as ref
 
 from assistant.core.gguf import open_gguf
+from conftest import NEUTRAL_CWD
 
 
 def cli(*args, env=None, check=True):
     out = subprocess.run([sys.executable, "-m", "assistant", *args], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, timeout=300)
+                         env={**os.environ, **(env or {})}, timeout=300, cwd=NEUTRAL_CWD)
     if check and out.returncode != 0:
         raise AssertionError(out.stdout + out.stderr)
     return out
@@ -116,7 +117,7 @@ def test_perplexity_is_sane(smollm2_path, tmp_path):
 def test_terminal_chat(smollm2_path):
     lines = "What is the capital of Japan?\n/calc 2+3\n/system Answer in one word.\n/reset\n/quit\n"
     out = subprocess.run([sys.executable, "-m", "assistant", "chat", "--temperature", "0"], input=lines,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, cwd=NEUTRAL_CWD)
     assert out.returncode == 0, out.stderr
     assert "Tokyo" in out.stdout
     assert "\n5\n" in out.stdout or "> 5" in out.stdout

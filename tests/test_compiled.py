@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import NEUTRAL_CWD, REPO
 
 CORE = ["gguf", "quants", "tokenizer", "pretokenize", "ops", "weights", "transformer", "sampling", "engine",
         "gguf_writer", "models.llama", "models.qwen2", "models.gemma3"]
@@ -32,7 +32,8 @@ def test_installed_core_is_compiled():
 
 
 def test_version_reports_compilation_and_blas():
-    out = subprocess.run([sys.executable, "-m", "assistant", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "assistant", "--version"], capture_output=True, text=True, check=True,
+                         cwd=NEUTRAL_CWD)
     assert "core compiled (mypyc)" in out.stdout or "NOT compiled" in out.stdout
     assert "BLAS" in out.stdout and "threads" in out.stdout
 

@@ -11,6 +11,7 @@ import pytest
 
 from assistant.plugin_manager import Plugins, get_plugins, reset_plugins
 from assistant.hookspecs import hookimpl
+from conftest import NEUTRAL_CWD
 
 
 @pytest.fixture()
@@ -38,7 +39,7 @@ def test_example_package_loads_through_entry_point(fresh, monkeypatch):
     assert set(pm.infos["hello"].hooks) == {"filter_output", "register_prompt_formats", "register_tools"}
     assert run_tool(registered_tools()["shout"], {"text": "hi"}).content == "HI!"
     assert prompt_formats()["pirate"].render([{"role": "user", "content": "x"}]).endswith("ASSISTANT (arr):")
-    out = subprocess.run([sys.executable, "-m", "assistant", "plugins"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "assistant", "plugins"], capture_output=True, text=True, cwd=NEUTRAL_CWD,
                          env={**__import__("os").environ, "ASSISTANT_LOAD_PLUGINS": "1"})
     assert "hello" in out.stdout and "entry point" in out.stdout
 

@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 import simple_websocket
 
+from conftest import NEUTRAL_CWD
 from server_util import LiveServer
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
@@ -31,7 +32,7 @@ def _free_port() -> int:
 
 def _start(data_dir, port):
     env = dict(os.environ, ASSISTANT_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port)], env=env, cwd=NEUTRAL_CWD,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

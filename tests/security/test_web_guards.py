@@ -9,6 +9,7 @@ import sys
 import pytest
 import simple_websocket
 
+from conftest import NEUTRAL_CWD
 from server_util import LiveServer
 
 
@@ -92,7 +93,7 @@ def test_api_key_required_when_configured(tmp_path):
 
 
 def test_serve_refuses_public_bind_without_key():
-    out = subprocess.run([sys.executable, "-m", "assistant", "serve", "--host", "0.0.0.0", "--port", "0"],
+    out = subprocess.run([sys.executable, "-m", "assistant", "serve", "--host", "0.0.0.0", "--port", "0"], cwd=NEUTRAL_CWD,
                          capture_output=True, text=True, timeout=60, env={**__import__("os").environ,
                                                                           "ASSISTANT_API_KEY": ""})
     assert out.returncode != 0 and "api-key" in out.stderr
