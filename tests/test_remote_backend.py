@@ -109,7 +109,7 @@ def test_chat_through_remote_backend(servers, monkeypatch):
     events = _chat(local, "remote", "What is the capital of Japan?")
     assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "stop"
     assert "Tokyo" in "".join(e["text"] for e in events if e["type"] == "token")
-    cid = events[0]["conversation"]["id"]
+    cid = next(e for e in events if e["type"] == "conversation")["conversation"]["id"]
     conv = local.state.store.messages(cid)
     assert conv[-1]["status"] == "complete" and "Tokyo" in conv[-1]["content"]
 
@@ -145,7 +145,7 @@ def test_remote_errors_are_clear_and_bounded(servers, monkeypatch, model, fragme
     assert events[-1]["type"] == "error" and fragment in events[-1]["message"], events[-1]
     assert time.monotonic() - t0 < limit
     # Nothing half-saved: the answer row is marked error, never complete.
-    cid = events[0]["conversation"]["id"]
+    cid = next(e for e in events if e["type"] == "conversation")["conversation"]["id"]
     statuses = [m["status"] for m in local.state.store.messages(cid) if m["role"] == "assistant"]
     assert "complete" not in statuses
 

@@ -77,7 +77,7 @@ def test_websocket_chat_streams_and_persists(live):
     assert len(tokens) > 2 and "Tokyo" in "".join(tokens)
     stats = next(e for e in events if e["type"] == "stats")
     assert stats["generated_tokens"] > 0 and stats["n_ctx"] > 0
-    cid = events[0]["conversation"]["id"]
+    cid = next(e for e in events if e["type"] == "conversation")["conversation"]["id"]
     status, conv = http(live, "GET", f"/api/conversations/{cid}")
     assert status == 200
     assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
