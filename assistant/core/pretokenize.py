@@ -82,6 +82,15 @@ class PreTokenizer:
         for pat in self.patterns:
             out: list[str] = []
             for frag in frags:
+                # Fast path: when the matches tile the fragment (the usual case for the
+                # single-expression pre-tokenizers), findall gives the pieces directly.
+                found: list[str] = pat.findall(frag)
+                total = 0
+                for piece in found:
+                    total += len(piece)
+                if total == len(frag) and "" not in found:
+                    out.extend(found)
+                    continue
                 start = 0
                 for m in pat.finditer(frag):
                     s = m.start()
