@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import re
 from typing import Final
 
 import numpy as np
@@ -67,6 +68,10 @@ def _bytes_to_unicode() -> list[str]:
 
 BYTE_TO_UNICODE: Final = _bytes_to_unicode()
 UNICODE_TO_BYTE: Final[dict[str, int]] = {c: b for b, c in enumerate(BYTE_TO_UNICODE)}
+
+
+_INNER_SPACE: Final = re.compile("[^\u2581]\u2581")
+_WORD_START: Final = re.compile("(?<=[^\u2581])(?=\u2581)")
 
 
 class TokenizerError(ValueError):
@@ -393,6 +398,10 @@ class SPMTokenizer(Tokenizer):
                 tid = vocab.token_to_id.get(chr(b), vocab.unk_id)
             self._byte_ids.append(tid)
         self._cache: dict[str, list[int]] = {}
+        # When no piece has "▁" right after another character, no merge can cross the start
+        # of a word, so words can be merged (and cached) one by one with the same result.
+        self._split_words = not any(
+            t == TT_NORMAL and _INNER_SPACE.search(p) is not None for p, t in zip(vocab.tokens, vocab.types))
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         v = self.vocab
@@ -414,6 +423,15 @@ class SPMTokenizer(Tokenizer):
         return out
 
     def _segment(self, text: str) -> list[int]:
+        if self._split_words and len(text) > 16:
+            out: list[int] = []
+            for word in _WORD_START.split(text):
+                if word:
+                    out.extend(self._segment_word(word))
+            return out
+        return self._segment_word(text)
+
+    def _segment_word(self, text: str) -> list[int]:
         cached = self._cache.get(text)
         if cached is not None:
             return cached
