@@ -204,4 +204,9 @@ def test_cancel_during_prompt_processing(tiny_models):
     pieces = list(m.generate(list(range(5, 105)), GenerationSettings(max_tokens=5), cancel))
     assert pieces[-1].done and pieces[-1].finish_reason == "cancelled"
     assert pieces[-1].stats["generated_tokens"] == 0
-    assert m.cache.n == 32
+    # Polled before each chunk and each layer (2 layers): the stop lands inside chunk one,
+    # and nothing half-processed is counted as cached.
+    assert m.cache.n == 0 and m.cache.tokens == []
+    m.reset()
+    polls["n"] = -100
+    assert list(m.generate(list(range(5, 105)), GenerationSettings(max_tokens=2)))[-1].finish_reason != "cancelled"

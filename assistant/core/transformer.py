@@ -30,6 +30,10 @@ class ContextFullError(ValueError):
     """The tokens do not fit in the context window."""
 
 
+class Stopped(Exception):
+    """Raised inside a forward pass when the caller asked to stop."""
+
+
 class ModelArgs:
     """Hyper-parameters common to the supported architectures."""
 
@@ -203,8 +207,12 @@ class Transformer:
         return x
 
     # --------------------------------------------------------------- forward
-    def hidden(self, tokens: I32, cache: KVCache) -> F32:
-        """Run ``tokens`` at positions ``cache.n ..``; returns final-normed hidden ``(T, dim)``."""
+    def hidden(self, tokens: I32, cache: KVCache, should_stop: Callable[[], bool] | None = None) -> F32:
+        """Run ``tokens`` at positions ``cache.n ..``; returns final-normed hidden ``(T, dim)``.
+
+        ``should_stop`` is polled between layers; when it fires, :class:`Stopped` is raised
+        and the cache is left as it was (entries written past ``cache.n`` are overwritten later).
+        """
         pos = cache.n
         t = int(tokens.shape[0])
         if pos + t > cache.n_ctx:
@@ -214,6 +222,8 @@ class Transformer:
         x = self.embed(tokens)
         caches = [cache]
         for layer in range(self.args.n_layers):
+            if should_stop is not None and should_stop():
+                raise Stopped()
             x = self.block(layer)(x, caches, layer, pos)
         cache.n = pos + t
         cache.tokens.extend(int(i) for i in tokens)
@@ -240,8 +250,9 @@ class Transformer:
                 should_stop: Callable[[], bool] | None = None) -> F32:
         """Process ``tokens`` in prefill chunks; logits ``(T, n_vocab)`` or of the last ``(1, n_vocab)``.
 
-        ``should_stop`` is polled between chunks; when it returns True the tokens
-        processed so far stay cached and an empty ``(0, n_vocab)`` array is returned.
+        ``should_stop`` is polled between chunks and between layers (so a stop lands within
+        one layer's work); the chunks completed so far stay cached and an empty
+        ``(0, n_vocab)`` array is returned.
         """
         n = int(tokens.shape[0])
         if not self._prepared:
@@ -252,7 +263,10 @@ class Transformer:
             if should_stop is not None and should_stop():
                 return np.zeros((0, self.args.n_vocab), dtype=np.float32)
             chunk = tokens[start:start + self.prefill_chunk]
-            h = self.hidden(chunk, cache)
+            try:
+                h = self.hidden(chunk, cache, should_stop)
+            except Stopped:
+                return np.zeros((0, self.args.n_vocab), dtype=np.float32)
             if all_logits:
                 outs.append(self.head()(h))
             last = h[-1:]
