@@ -83,7 +83,7 @@ def _chat(local, model, content, stop_after=None, timeout=60):
     ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{local.port}/ws")
     events = []
     try:
-        ws.receive(timeout=5)
+        ws.receive(timeout=30)
         ws.send(json.dumps({"type": "send", "model": model, "content": content, "max_tokens": 200}))
         deadline = time.monotonic() + timeout
         n = 0
