@@ -84,42 +84,6 @@ def _scale_into(codes: npt.NDArray[np.generic], d: F32Array, m: F32Array | None,
     return out
 
 
-def _deq_q4_0(b: U8Array, n: int, out: F32Array) -> F32Array:
-    codes = np.empty((n, 32), dtype=np.uint8)
-    _lo_hi_into(b[:, 2:18], codes)
-    signed = codes.view(np.int8)
-    np.subtract(signed, np.int8(8), out=signed)
-    return _scale_into(signed, _f16(b[:, 0:2]), None, out)
-
-
-def _deq_q4_1(b: U8Array, n: int, out: F32Array) -> F32Array:
-    codes = np.empty((n, 32), dtype=np.uint8)
-    _lo_hi_into(b[:, 4:20], codes)
-    return _scale_into(codes, _f16(b[:, 0:2]), _f16(b[:, 2:4]), out)
-
-
-def _deq_q5_0(b: U8Array, n: int, out: F32Array) -> F32Array:
-    codes = np.empty((n, 32), dtype=np.uint8)
-    _lo_hi_into(b[:, 6:22], codes)
-    _high_bits_into(b[:, 2:6], n, codes)
-    signed = codes.view(np.int8)
-    np.subtract(signed, np.int8(16), out=signed)
-    return _scale_into(signed, _f16(b[:, 0:2]), None, out)
-
-
-def _deq_q5_1(b: U8Array, n: int, out: F32Array) -> F32Array:
-    codes = np.empty((n, 32), dtype=np.uint8)
-    _lo_hi_into(b[:, 8:24], codes)
-    _high_bits_into(b[:, 4:8], n, codes)
-    return _scale_into(codes, _f16(b[:, 0:2]), _f16(b[:, 2:4]), out)
-
-
-def _deq_q8_0(b: U8Array, n: int, out: F32Array) -> F32Array:
-    q = np.ascontiguousarray(b[:, 2:34]).view(np.int8)
-    # ggml computes q * d (same product as d * q).
-    return _scale_into(q, _f16(b[:, 0:2]), None, out)
-
-
 def _deq_iq4_nl(b: U8Array, n: int) -> F32Array:
     d = _f16(b[:, 0:2])
     table = np.array(_IQ4NL_VALUES, dtype=np.float32)
@@ -209,16 +173,11 @@ def _deq_q6_k(b: U8Array, n: int) -> F32Array:
 
 def _deq_blocks(type_id: int, blocks: U8Array, n: int, out: F32Array) -> None:
     """Dequantize ``n`` blocks into ``out`` ``(n, block_size)``."""
-    if type_id == GGMLType.Q4_0:
-        _deq_q4_0(blocks, n, out)
-    elif type_id == GGMLType.Q4_1:
-        _deq_q4_1(blocks, n, out)
-    elif type_id == GGMLType.Q5_0:
-        _deq_q5_0(blocks, n, out)
-    elif type_id == GGMLType.Q5_1:
-        _deq_q5_1(blocks, n, out)
-    elif type_id == GGMLType.Q8_0:
-        _deq_q8_0(blocks, n, out)
+    # The 32-element block types share one unpacking (split_codes), then d * code (+ m).
+    split = split_codes(type_id, blocks.reshape(-1), n, 32)
+    if split is not None:
+        codes, d, m = split
+        _scale_into(codes, d, m, out)
     elif type_id == GGMLType.Q2_K:
         out[...] = _deq_q2_k(blocks, n)
     elif type_id == GGMLType.Q3_K:
