@@ -9,6 +9,7 @@ the model and the key; it never stops the other entries from working.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,7 +19,8 @@ from typing import Any
 from .core.sampling import SamplingError, SamplingSettings
 
 MEMORY_CHOICES = ("auto", "speed", "lean")
-BACKENDS = ("local", "openai")
+BACKENDS = ("local", "openai")  # built in; plugins may add more
+_BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def _xdg(var: str, default: str) -> Path:
@@ -189,10 +191,14 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
         elif key == "sampling":
             e.sampling = parse_sampling(value, where)
     _check(e.memory in MEMORY_CHOICES, where, "memory", f"one of {MEMORY_CHOICES}", e.memory)
-    _check(e.backend in BACKENDS, where, "backend", f"one of {BACKENDS}", e.backend)
+    # Backends other than "local" come from plugins (register_backends), which may be loaded
+    # from this very file's plugin_dirs, so only the name's shape is checked here; a name no
+    # plugin provides is reported when the model is used.
+    _check(_BACKEND_NAME.fullmatch(e.backend) is not None, where, "backend",
+           f"one of {BACKENDS} or a backend a plugin registers (letters, digits, '-', '_')", e.backend)
     if e.backend == "openai":
         _check(e.base_url.startswith(("http://", "https://")), where, "base_url", "an http(s) URL", e.base_url)
-    elif not (e.path or e.file):
+    elif e.backend == "local" and not (e.path or e.file):
         raise ValueError(f"{where} needs `path` (a .gguf file) or `file` (a name in the model cache)")
     if e.sha256:
         _check(len(e.sha256) == 64 and all(c in "0123456789abcdef" for c in e.sha256.lower()),

@@ -217,11 +217,15 @@ def chat_job(state: AppState, conv_id: str, entry: ModelEntry, settings: ChatSet
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app. ``config`` keys: REGISTRY, CONFIG_PATH, DB_PATH, DEFAULT_MODEL,
-    API_KEY, HOST, PORT, QUEUE_CAP, BACKEND_FACTORIES."""
+    API_KEY, HOST, PORT, QUEUE_CAP, BACKEND_FACTORIES, WS_PING_INTERVAL, WS_SEND_TIMEOUT."""
     cfg = dict(config or {})
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": MAX_WS_MESSAGE_BYTES}
+    # A tab that stops answering pings (closed laptop lid, dead network, a client that never
+    # reads) is disconnected after two intervals, which cancels its generation.
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": float(cfg.get("WS_PING_INTERVAL", 25)),
+                                         "max_message_size": MAX_WS_MESSAGE_BYTES}
+    send_timeout = float(cfg.get("WS_SEND_TIMEOUT", 30))
     registry: Registry = cfg.get("REGISTRY") or load_registry(cfg.get("CONFIG_PATH"))
     store = open_store(cfg.get("DB_PATH"))
     from .plugin_manager import get_plugins
@@ -400,6 +404,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # ------------------------------------------------------------------ websocket
     @sock.route("/ws")
     def ws_chat(ws: Any) -> None:
+        # A client that never reads fills the socket buffers; without a timeout our sends (and
+        # the ping thread's) would block forever and the generation would hold its slot.
+        ws.sock.settimeout(send_timeout)
         WebsocketSession(state, ws).serve()
 
     # ------------------------------------------------------------------ OpenAI API

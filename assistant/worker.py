@@ -169,7 +169,10 @@ class ModelManager:
                 factory = self.backend_factories.get(entry.backend)
                 if entry.backend == "local" or factory is None:
                     if entry.backend != "local":
-                        raise ChatError(f"model {entry.name!r} uses backend {entry.backend!r}, which no plugin provides")
+                        known = ", ".join(["local", *sorted(self.backend_factories)])
+                        raise ChatError(f"model {entry.name!r} uses backend {entry.backend!r}, which no plugin "
+                                        f"provides (known: {known}); fix `backend` in models.toml or install "
+                                        f"the plugin")
                     loader = lambda e=entry: LocalBackend.load(e, self.registry)  # noqa: E731
                 else:
                     loader = lambda e=entry, f=factory: f(e)  # noqa: E731

@@ -48,6 +48,7 @@ def test_bad_entry_is_disabled_with_a_named_error(tmp_path):
     ({"description": "no file"}, "needs `path`"),
     ({"backend": "openai", "base_url": "ftp://x"}, "base_url must be an http"),
     ({"path": "/a.gguf", "sha256": "xyz"}, "sha256 must be 64 hexadecimal"),
+    ({"path": "/a.gguf", "backend": "Bad Name!"}, "backend must be one of"),
 ])
 def test_validation_messages(raw, message):
     with pytest.raises(ValueError, match=message):

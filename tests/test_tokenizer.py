@@ -102,3 +102,35 @@ def test_property_random_unicode(model, text):
     byte_ids = getattr(t, "_byte_ids", [])
     if all(byte_ids[b] >= 0 for b in text.encode("utf-8")):
         assert t.decode(ids) == text
+
+
+def _special_soup(model):
+    """Text built from a model's special-token pieces, their fragments and ordinary text."""
+    t = tok(model)
+    pieces = [t.vocab.tokens[i] for i in t._special if t.vocab.tokens[i]][:400]
+    bits = pieces + [p[: len(p) // 2] for p in pieces] + [p[len(p) // 2:] for p in pieces]
+    bits += [" ", "  ", "\n", "\t", "a", "<", ">", "</", "> </", "x", "é", "日本"]
+    return st.lists(st.sampled_from(bits), max_size=40).map("".join)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("model", sorted(REAL_MODELS))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_marker_partition_equals_fragment_by_fragment_split(model, data):
+    """The one-replace-per-token partition gives llama.cpp's token-by-token fragment split."""
+    t = tok(model)
+    text = data.draw(_special_soup(model))
+    for parse_special in (False, True):
+        assert t._partition(text, parse_special) == t._partition_slow(text, parse_special)
+
+
+@pytest.mark.real_model
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(["a", "b", ">", "</", " ", "  ", "the", "▁", "é", "x>", "\n"]),
+                     max_size=60).map("".join))
+def test_spm_word_split_equals_whole_text_merge(text):
+    """Merging word by word (split where no piece can cross) equals merging the whole text."""
+    t = tok("gemma3-270m")
+    spm = text.replace(" ", "\u2581")
+    assert t._segment(spm) == t._merge(spm)

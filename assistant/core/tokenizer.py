@@ -71,7 +71,12 @@ UNICODE_TO_BYTE: Final[dict[str, int]] = {c: b for b, c in enumerate(BYTE_TO_UNI
 
 
 _INNER_SPACE: Final = re.compile("[^\u2581]\u2581")
-_WORD_START: Final = re.compile("(?<=[^\u2581])(?=\u2581)")
+
+# Special-token markers for Tokenizer._partition: plane 15 private-use characters, one per
+# special token. Text that contains any of them takes the slower fragment-list path.
+_MARKER_BASE: Final = 0xF0000
+_MARKER_COUNT: Final = 0xFFFE
+_MARKER_RE: Final = re.compile("([\U000F0000-\U000FFFFD])")
 
 
 class TokenizerError(ValueError):
@@ -163,6 +168,13 @@ class Tokenizer:
         self._special = vocab.special_ids()
         self._piece_cache: dict[int, bytes] = {}
         self.clean_spaces = False
+        self._markers_safe = len(self._special) <= _MARKER_COUNT and not any(
+            _MARKER_RE.search(vocab.tokens[t]) for t in self._special)
+        # For each special token, the index (in self._special) of the special token that is its
+        # text minus the last character, or -1.
+        index = {vocab.tokens[t]: k for k, t in enumerate(self._special)}
+        self._prefix_parent: list[int] = [
+            index.get(vocab.tokens[t][:-1], -1) if len(vocab.tokens[t]) > 1 else -1 for t in self._special]
 
     @property
     def n_vocab(self) -> int:
@@ -170,7 +182,50 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encoding
     def _partition(self, text: str, parse_special: bool) -> list[tuple[str, int]]:
-        """Split ``text`` into ``(raw_text, -1)`` and ``("", token_id)`` fragments."""
+        """Split ``text`` into ``(raw_text, -1)`` and ``("", token_id)`` fragments.
+
+        llama.cpp takes the special tokens one by one, longest first, and splits every
+        remaining text fragment at that token's leftmost non-overlapping occurrences. Replacing
+        each occurrence by a marker character that no token contains does exactly that in one
+        C-level ``str.replace`` per token: a later token can never match across a marker, just
+        as it cannot cross a fragment boundary.
+        """
+        if not _MARKER_RE.search(text) and self._markers_safe:
+            vocab = self.vocab
+            special = self._special
+            n = len(special)
+            # Which tokens occur at all, shortest first: a token whose text minus its last
+            # character is an absent token is absent too (runs of "\n", "\t" and spaces).
+            present = [False] * n
+            for k in range(n - 1, -1, -1):
+                tid = special[k]
+                parent = self._prefix_parent[k]
+                if parent >= 0 and not present[parent]:
+                    continue
+                piece = vocab.tokens[tid]
+                if piece and (parse_special or vocab.types[tid] == TT_USER_DEFINED):
+                    present[k] = piece in text
+            marked = text
+            for k in range(n):
+                if present[k]:
+                    piece = vocab.tokens[special[k]]
+                    if piece in marked:
+                        marked = marked.replace(piece, chr(_MARKER_BASE + k))
+            if marked is text:
+                return [(text, -1)]
+            frags: list[tuple[str, int]] = []
+            for part in _MARKER_RE.split(marked):
+                if not part:
+                    continue
+                if len(part) == 1 and _MARKER_BASE <= ord(part) < _MARKER_BASE + len(special):
+                    frags.append(("", special[ord(part) - _MARKER_BASE]))
+                else:
+                    frags.append((part, -1))
+            return frags
+        return self._partition_slow(text, parse_special)
+
+    def _partition_slow(self, text: str, parse_special: bool) -> list[tuple[str, int]]:
+        """:meth:`_partition` for text that contains the marker characters itself."""
         frags: list[tuple[str, int]] = [(text, -1)]
         vocab = self.vocab
         for tid in self._special:
@@ -398,10 +453,17 @@ class SPMTokenizer(Tokenizer):
                 tid = vocab.token_to_id.get(chr(b), vocab.unk_id)
             self._byte_ids.append(tid)
         self._cache: dict[str, list[int]] = {}
-        # When no piece has "▁" right after another character, no merge can cross the start
-        # of a word, so words can be merged (and cached) one by one with the same result.
-        self._split_words = not any(
-            t == TT_NORMAL and _INNER_SPACE.search(p) is not None for p, t in zip(vocab.tokens, vocab.types))
+        # Every merged symbol is a vocabulary piece, so a merge can only cross the point between
+        # characters a and b if some piece contains "ab". Before each "▁" whose left neighbour
+        # never precedes "▁" inside a piece, the text therefore splits into words that merge
+        # (and cache) one by one with exactly the result of merging the whole text. Gemma has a
+        # single such piece (">▁</"), so only ">" keeps a word glued to the next.
+        glue: set[str] = set()
+        for piece in vocab.tokens:
+            for m in _INNER_SPACE.finditer(piece):
+                glue.add(m.group()[0])
+        self._word_start = re.compile(
+            "(?<=[^" + re.escape(SPM_SPACE + "".join(sorted(glue))) + "])(?=" + SPM_SPACE + ")")
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         v = self.vocab
@@ -423,9 +485,9 @@ class SPMTokenizer(Tokenizer):
         return out
 
     def _segment(self, text: str) -> list[int]:
-        if self._split_words and len(text) > 16:
+        if len(text) > 16:
             out: list[int] = []
-            for word in _WORD_START.split(text):
+            for word in self._word_start.split(text):
                 if word:
                     out.extend(self._segment_word(word))
             return out
