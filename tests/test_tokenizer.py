@@ -134,3 +134,37 @@ def test_spm_word_split_equals_whole_text_merge(text):
     t = tok("gemma3-270m")
     spm = text.replace(" ", "\u2581")
     assert t._segment(spm) == t._merge(spm)
+
+
+def _naive_spm(t, text):
+    """The SPM merge written the obvious quadratic way: join the best pair, leftmost on ties."""
+    syms = list(text)
+    t2i, scores = t.vocab.token_to_id, t.vocab.scores
+    while True:
+        best = None
+        for i in range(len(syms) - 1):
+            tid = t2i.get(syms[i] + syms[i + 1])
+            if tid is not None and (best is None or scores[tid] > best[0]):
+                best = (scores[tid], i)
+        if best is None:
+            break
+        i = best[1]
+        syms[i:i + 2] = [syms[i] + syms[i + 1]]
+    out = []
+    for s in syms:
+        if s in t2i:
+            out.append(t2i[s])
+        else:
+            out.extend(b for b in (t._byte_ids[c] for c in s.encode()) if b >= 0)
+    return out
+
+
+@pytest.mark.real_model
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(
+    st.lists(st.sampled_from(["a", "an", "the", "ing", "▁", "é", "日本", "\U0001f600", "x", "<", ">", "e"]),
+             max_size=30).map("".join),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)))
+def test_spm_merge_equals_naive_merge(text):
+    t = tok("gemma3-270m")
+    assert t._merge(text) == _naive_spm(t, text)

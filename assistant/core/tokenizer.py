@@ -464,6 +464,11 @@ class SPMTokenizer(Tokenizer):
                 glue.add(m.group()[0])
         self._word_start = re.compile(
             "(?<=[^" + re.escape(SPM_SPACE + "".join(sorted(glue))) + "])(?=" + SPM_SPACE + ")")
+        # Merge priority of every piece: 0 for the highest score, equal scores equal ranks (so
+        # ties still go to the leftmost pair). Small ints make the merge heap plain int keys.
+        by_score = sorted(set(vocab.scores), reverse=True)
+        rank_of = {sc: r for r, sc in enumerate(by_score)}
+        self._rank: dict[str, int] = {piece: rank_of[vocab.scores[tid]] for piece, tid in vocab.token_to_id.items()}
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         v = self.vocab
@@ -503,32 +508,35 @@ class SPMTokenizer(Tokenizer):
         return ids
 
     def _merge(self, text: str) -> list[int]:
+        """llama.cpp's SPM merge: repeatedly join the adjacent pair whose union is the
+        highest-scoring piece (leftmost on ties); leftovers become byte tokens."""
         n = len(text)
         if n == 0:
             return []
-        t2i = self.vocab.token_to_id
-        scores = self.vocab.scores
+        rank = self._rank
         syms: list[str] = list(text)
         prev: list[int] = [i - 1 for i in range(n)]
         nxt: list[int] = [i + 1 if i + 1 < n else -1 for i in range(n)]
-        # rev_merge: merged text -> the two symbols it was built from (for resegmenting).
-        rev: dict[str, tuple[str, str]] = {}
-        heap: list[tuple[float, int, int, int]] = []
-
+        # Heap keys pack (rank, left, size) into one int, ordered as the tuple would be. A
+        # popped pair is stale unless its two symbols are unchanged; symbols only ever grow,
+        # so "their lengths still add up to size" is exactly that test.
+        shift = n.bit_length() + 1
+        mask = (1 << shift) - 1
+        heap: list[int] = []
         for i in range(1, n):
-            joined = syms[i - 1] + syms[i]
-            tid = t2i.get(joined, -1)
-            if tid >= 0:
-                heap.append((-scores[tid], i - 1, i, len(joined)))
-                rev[joined] = (syms[i - 1], syms[i])
+            r = rank.get(syms[i - 1] + syms[i], -1)
+            if r >= 0:
+                heap.append((((r << shift) | (i - 1)) << shift) | 2)
         heapq.heapify(heap)
         while heap:
-            _neg, left, right, size = heapq.heappop(heap)
+            key = heapq.heappop(heap)
+            size = key & mask
+            left = (key >> shift) & mask
             ls = syms[left]
-            rs = syms[right]
-            if not ls or not rs or len(ls) + len(rs) != size or nxt[left] != right:
+            right = nxt[left]
+            if right < 0 or len(ls) + len(syms[right]) != size or not ls:
                 continue
-            joined = ls + rs
+            joined = ls + syms[right]
             syms[left] = joined
             syms[right] = ""
             nr = nxt[right]
@@ -538,37 +546,32 @@ class SPMTokenizer(Tokenizer):
             p = prev[left]
             if p >= 0:
                 cand = syms[p] + joined
-                tid = t2i.get(cand, -1)
-                if tid >= 0:
-                    heapq.heappush(heap, (-scores[tid], p, left, len(cand)))
-                    rev[cand] = (syms[p], joined)
+                r = rank.get(cand, -1)
+                if r >= 0:
+                    heapq.heappush(heap, (((r << shift) | p) << shift) | len(cand))
             if nr >= 0:
                 cand = joined + syms[nr]
-                tid = t2i.get(cand, -1)
-                if tid >= 0:
-                    heapq.heappush(heap, (-scores[tid], left, nr, len(cand)))
-                    rev[cand] = (joined, syms[nr])
+                r = rank.get(cand, -1)
+                if r >= 0:
+                    heapq.heappush(heap, (((r << shift) | left) << shift) | len(cand))
+        # Every merged symbol is a piece; only single characters can be missing from the
+        # vocabulary, and those fall back to byte tokens (llama.cpp's resegment).
+        t2i = self.vocab.token_to_id
+        byte_ids = self._byte_ids
         out: list[int] = []
         i = 0
         while i >= 0:
-            self._resegment(syms[i], rev, out, 0)
+            sym = syms[i]
+            tid = t2i.get(sym, -1)
+            if tid >= 0:
+                out.append(tid)
+            else:
+                for b in sym.encode("utf-8"):
+                    bt = byte_ids[b]
+                    if bt >= 0:
+                        out.append(bt)
             i = nxt[i]
         return out
-
-    def _resegment(self, s: str, rev: dict[str, tuple[str, str]], out: list[int], depth: int) -> None:
-        tid = self.vocab.token_to_id.get(s, -1)
-        if tid >= 0:
-            out.append(tid)
-            return
-        parts = rev.get(s)
-        if parts is None or depth > 64:
-            for b in s.encode("utf-8"):
-                bt = self._byte_ids[b]
-                if bt >= 0:
-                    out.append(bt)
-            return
-        self._resegment(parts[0], rev, out, depth + 1)
-        self._resegment(parts[1], rev, out, depth + 1)
 
     def piece_bytes(self, text: str, ttype: int) -> bytes:
         if ttype == TT_NORMAL:
