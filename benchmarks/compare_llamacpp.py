@@ -90,15 +90,50 @@ mats = []
 for b in m.net._blocks:
     mats += [b.qkv.w, b.wo.w, b.gate_up.w, b.down.w]
 head = m.net.head().w
-x = {w.shape[0]: np.random.default_rng(0).standard_normal((1, w.shape[0])).astype(np.float32) for w in mats + [head]}
+def floor(rows):
+    x = {w.shape[0]: np.random.default_rng(0).standard_normal((rows, w.shape[0])).astype(np.float32)
+         for w in mats + [head]}
+    best = 1e9
+    for _ in range(10):
+        t = time.perf_counter()
+        for w in mats:
+            x[w.shape[0]] @ w
+        x[head.shape[0]] @ head
+        best = min(best, time.perf_counter() - t)
+    return best
+one, four = floor(1), floor(4)
+# Prefill floor: the layers' products for one 256-token chunk (our prefill chunk), no head.
+xs = {w.shape[0]: np.random.default_rng(0).standard_normal((256, w.shape[0])).astype(np.float32) for w in mats}
 best = 1e9
-for _ in range(10):
+for _ in range(3):
     t = time.perf_counter()
     for w in mats:
-        x[w.shape[0]] @ w
-    x[head.shape[0]] @ head
+        xs[w.shape[0]] @ w
     best = min(best, time.perf_counter() - t)
-print(json.dumps({"floor_ms": best * 1000, "floor_tps": 1 / best}))
+flops = 2 * 256 * sum(w.shape[0] * w.shape[1] for w in mats)
+print(json.dumps({"floor_ms": one * 1000, "floor_tps": 1 / one, "four_rows_ratio": four / one,
+                  "prefill_floor_tps": 256 / best, "sgemm_gflops": flops / best / 1e9}))
+'''
+
+LOOP = r'''
+import json, sys, time
+import assistant.core.engine as E
+from assistant.core.engine import Model, GenerationSettings
+from assistant.core.sampling import SamplingSettings
+m = Model(sys.argv[1], memory="speed", n_ctx=1024)
+m.net.prepare()
+ids = m.tokenize("Once upon a time, in a land far away,", add_special=True)
+best = 0.0
+for seed in range(3):
+    m.reset()
+    st = {}
+    for p in m.generate(ids, GenerationSettings(max_tokens=96, ignore_eos=True, lookup_decoding=False,
+                                                sampling=SamplingSettings(temperature=0.8, top_k=40, top_p=0.95,
+                                                                          repeat_penalty=1.1, seed=seed))):
+        if p.done:
+            st = p.stats
+    best = max(best, st["generated_tokens"] / st["decode_s"])
+print(json.dumps({"decode_tps": best, "compiled": E.__file__.endswith(".so")}))
 '''
 
 PARALLEL = r'''
@@ -185,6 +220,9 @@ def main() -> None:
     floor = sh([sys.executable, "-c", FLOOR, path])
     rewrite = sh([sys.executable, "-c", OURS_REWRITE, path, str(args.gen), json.dumps(rewrite_ids)])
     parallel = sh([sys.executable, "-c", PARALLEL, path])
+    loop_c = sh([sys.executable, "-c", LOOP, path])
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    loop_u = sh([sys.executable, "-c", LOOP, path], env=dict(os.environ, PYTHONPATH=repo))
     llama_py = os.environ.get("LLAMA_CPP_PYTHON", "/tmp/llamacpp/venv/bin/python")
     ll = None
     if os.path.exists(llama_py):
@@ -197,6 +235,8 @@ def main() -> None:
         print(f"llama.cpp (llama-cpp-python) is not available at {llama_py}: printing our figures only")
     print(f"BLAS: {speed['blas']}; compiled core: {speed['compiled']}")
     print(f"float32 floor (bare matrix-vector products): {floor['floor_ms']:.1f} ms/token = {floor['floor_tps']:.1f} tok/s")
+    print(f"prefill floor (bare 256-row products of the layers, {floor['sgemm_gflops']:.0f} GFLOP/s): "
+          f"{floor['prefill_floor_tps']:.0f} tok/s")
     rows = [
         ("load (s)", speed["load_s"], ll and ll["load_s"]),
         ("cold start to first token (s)", speed["first_token_s"], None),
@@ -216,7 +256,11 @@ def main() -> None:
           f"vs {speed['full_reprefill_s']:.3f} s re-prefilling ({speed['prompt_cache_ratio'] * 100:.1f}%)")
     print(f"decode (speed) / float32 floor: {speed['decode_tps'] / floor['floor_tps']:.2f}; "
           f"lookup accepted {rewrite.get('accepted', 0):.0f} drafted tokens; lookup/plain {rewrite['lookup'] / rewrite['plain']:.2f}x")
-    print(f"parallel sampling: 4 completions of 64 tokens took {parallel['4'] / parallel['1']:.2f}x the time of one")
+    print(f"sampled decode (top-k/top-p/repeat penalty): compiled core {loop_c['decode_tps']:.1f} tok/s "
+          f"(compiled={loop_c['compiled']}), same source uncompiled {loop_u['decode_tps']:.1f} tok/s "
+          f"(compiled={loop_u['compiled']}): {loop_c['decode_tps'] / loop_u['decode_tps']:.2f}x")
+    print(f"parallel sampling: 4 completions of 64 tokens took {parallel['4'] / parallel['1']:.2f}x the time of one; "
+          f"the same products with 4 rows instead of 1 take {floor['four_rows_ratio']:.2f}x (BLAS sgemm vs sgemv)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python benchmarks/soak.py [--minutes 30] [--model smollm2]
 
 Starts `assistant serve` on a free loopback port with a temporary data directory, then runs
-two clients for the given time: websocket chats (some stopped midway), OpenAI API requests
+two clients for the given time: websocket chats of 2 to 10 turns (some stopped midway), OpenAI API requests
 (streaming and not), conversation listing and search. Every minute it prints the server's
 RSS and the median/max latency of the last minute, and at the end a linear fit of RSS over
 time (a growth trend shows up as a positive slope). Bounded in time and loopback only.
@@ -50,6 +50,7 @@ def post(url: str, body: dict) -> None:
 def client(base: str, port: int, stop_at: float, lat: list[float], lock: threading.Lock, seed: int) -> None:
     rng = random.Random(seed)
     cid = None
+    turns_left = 0  # a user keeps a conversation for a few turns, then starts a new one
     while time.monotonic() < stop_at:
         kind = rng.choice(["ws", "ws", "api", "api_stream", "list"])
         t0 = time.monotonic()
@@ -65,7 +66,8 @@ def client(base: str, port: int, stop_at: float, lat: list[float], lock: threadi
                 while True:
                     ev = json.loads(ws.receive(timeout=120))
                     if ev["type"] == "conversation":
-                        cid = ev["conversation"]["id"] if rng.random() < 0.7 else None
+                        cid = ev["conversation"]["id"]
+                        turns_left = rng.randint(2, 10)
                     if ev["type"] == "token":
                         n += 1
                         if stop_after and n == stop_after:
@@ -73,6 +75,9 @@ def client(base: str, port: int, stop_at: float, lat: list[float], lock: threadi
                     if ev["type"] in ("done", "error"):
                         break
                 ws.close()
+                turns_left -= 1
+                if turns_left <= 0:
+                    cid = None
             elif kind == "api":
                 post(base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 24})
             elif kind == "api_stream":
@@ -90,6 +95,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--prewarm", action="store_true",
+                    help="first fill the model's whole context once, so the KV cache's lazily mapped pages "
+                         "are all resident and any later RSS growth is not cache warm-up")
     args = ap.parse_args()
     port = free_port()
     data = tempfile.mkdtemp(prefix="assistant-soak-")
@@ -104,6 +112,13 @@ def main() -> None:
                     break
             except Exception:
                 time.sleep(0.1)
+        if args.prewarm:
+            info = json.loads(urllib.request.urlopen(base + "/api/models", timeout=30).read())
+            n_ctx = next(m["context_length"] for m in info["models"] if m["name"] == args.model)
+            # " hello" is one token in these vocabularies: a message that nearly fills the context.
+            post(base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "hello " * (n_ctx - 64)}],
+                                                 "max_tokens": 8})
+            print(f"prewarmed: one request filling the {n_ctx}-token context; RSS {rss_mb(proc.pid):.1f} MB", flush=True)
         start = time.monotonic()
         stop_at = start + args.minutes * 60
         lat: list[float] = []

@@ -144,3 +144,27 @@ def test_greedy_generation_matches_llama_cpp(model):
         assert out == case["greedy_ids"][:n]
         compared += n
     assert compared >= 5
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("model", ["qwen2.5-coder", "gemma3-270m"])
+def test_lean_k_quants_are_exact_and_small(model):
+    """Q4_K_M files (Q4_K, Q6_K and friends) stay int8 codes in lean mode: every matrix,
+    fused ones mixing 32- and 16-row groups included, and give speed mode's logits."""
+    from assistant.core.gguf import open_gguf
+    from assistant.core.weights import LeanLinear
+
+    path = str(real_model_path(model))
+    ids = [1, 2, 3, 100, 200, 300, 400, 500]
+    lean = Model(path, memory="lean", n_ctx=32)
+    got = lean.logits(ids)
+    want = Model(path, memory="speed", n_ctx=32).logits(ids)
+    np.testing.assert_allclose(got, want, atol=2e-3 * np.abs(want).max(), rtol=0)
+    assert np.array_equal(np.argmax(got, axis=-1), np.argmax(want, axis=-1))
+    for b in lean.net._blocks:
+        for lin in (b.qkv, b.wo, b.gate_up, b.down):
+            assert isinstance(lin, LeanLinear)
+    assert isinstance(lean.net.head(), LeanLinear)
+    f = open_gguf(path)
+    file_weight_bytes = sum(t.n_bytes for t in f.tensors.values())
+    assert lean.net.weight_bytes <= 2.5 * file_weight_bytes

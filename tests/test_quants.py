@@ -15,7 +15,10 @@ TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
-    return a.astype(np.float32).view(np.uint32)
+    """Bit patterns, with every NaN as one canonical NaN (random bytes make NaN scales, and
+    a NaN's sign and payload carry no meaning)."""
+    a = a.astype(np.float32)
+    return np.where(np.isnan(a), np.float32(np.nan), a).view(np.uint32)
 
 
 @pytest.mark.parametrize("name", TYPES)
@@ -42,18 +45,25 @@ def test_quantizers_match_reference(name):
     assert np.array_equal(quantize(Q[name].value, x), expected)
 
 
-@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
 def test_lean_codes_reproduce_weights_exactly(name):
     tid = Q[name].value
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((16, 128)).astype(np.float32)
-    raw = quantize(tid, x)
-    codes, scales, mins = split_codes(tid, raw, 16, 128)
-    rebuilt = codes.reshape(16, 4, 32).astype(np.float32) * scales[:, :, None]
+    rows, cols = 16, 512
+    if name.endswith("_K"):
+        _n, block, bsize = GGML_TYPES[tid]
+        raw = rng.integers(0, 256, size=rows * cols // block * bsize, dtype=np.uint8)
+    else:
+        raw = quantize(tid, rng.standard_normal((rows, cols)).astype(np.float32))
+    codes, scales, mins = split_codes(tid, raw, rows, cols)
+    g = cols // scales.shape[1]
+    assert g == (16 if name in ("Q2_K", "Q3_K", "Q6_K") else 32) and codes.dtype == np.int8
+    rebuilt = codes.reshape(rows, cols // g, g).astype(np.float32) * scales[:, :, None]
     if mins is not None:
         rebuilt = rebuilt + mins[:, :, None]
     # Equal values (adding a zero minimum may turn -0.0 into +0.0, which is the same weight).
-    assert np.array_equal(rebuilt.reshape(16, 128), dequantize(tid, raw, (16, 128)))
+    want = dequantize(tid, raw, (rows, cols))
+    assert np.array_equal(rebuilt.reshape(rows, cols), want, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", TYPES[3:])

@@ -168,3 +168,18 @@ def _naive_spm(t, text):
 def test_spm_merge_equals_naive_merge(text):
     t = tok("gemma3-270m")
     assert t._merge(text) == _naive_spm(t, text)
+
+
+def test_user_defined_token_whose_prefix_is_a_control_token():
+    """Without parse_special, '<b>' (user-defined) is split out even though its prefix '<b'
+    is a control token that is not looked for: the presence shortcut must not skip it."""
+    from assistant.core.tokenizer import SPMTokenizer, Vocab
+
+    tokens = ["<unk>", "<s>", "</s>", "<b", "<b>", "x", "y", "<", "b", ">"]
+    types = [2, 3, 3, 3, 4, 1, 1, 1, 1, 1]
+    t = SPMTokenizer(Vocab(tokens, types, [0.0] * len(tokens), "llama", "default"))
+    for parse_special in (False, True):
+        frags = t._partition("x<b>y<b", parse_special)
+        assert frags == t._partition_slow("x<b>y<b", parse_special)
+        assert ("", 4) in frags
+    assert t.encode("x<b>y", add_special=False) == [5, 4, 6]

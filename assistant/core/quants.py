@@ -12,10 +12,10 @@ How the engine keeps weights (see :mod:`assistant.core.weights`):
   streams fastest for one-row products.
 * ``lean`` memory mode: each matrix is kept as int8 codes ``(in, out)`` plus float32
   per-block scales and minimums (1 byte + 8/32 bytes per weight, ~1.3 bytes/weight for
-  32-element blocks) and expanded tile by tile into a cache-resident float32 buffer for
-  each product. The per-element value is ``code * scale + min``, which reproduces the
-  dequantized weight exactly for the types whose decode is of that form (see
-  :func:`split_codes`).
+  32-element groups, 1.25-1.5 bytes for the K-quants' 16-element groups) and expanded tile
+  by tile into a cache-resident float32 buffer for each product. The per-element value is
+  ``code * scale + min``, which reproduces the dequantized weight exactly for every type
+  whose decode is of that form: all but IQ4_NL's lookup table (see :func:`split_codes`).
 
 Quantizers (:func:`quantize`) follow ggml's reference rounding for Q8_0, Q4_0, Q4_1, Q5_0
 and Q5_1, matching ``gguf.quants.quantize`` byte for byte.
@@ -91,39 +91,6 @@ def _deq_iq4_nl(b: U8Array, n: int) -> F32Array:
     return d * q
 
 
-def _deq_q2_k(b: U8Array, n: int) -> F32Array:
-    scales = b[:, 0:16]
-    qs = b[:, 16:80]
-    d = _f16(b[:, 80:82])
-    dmin = _f16(b[:, 82:84])
-    dl = (d * (scales & np.uint8(0xF)).astype(np.float32)).reshape(n, 16, 1)
-    ml = (dmin * (scales >> np.uint8(4)).astype(np.float32)).reshape(n, 16, 1)
-    # Each 32-byte half holds four 2-bit planes: element order is (half, plane, byte).
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)
-    q = (qs.reshape(n, 2, 1, 32) >> shifts) & np.uint8(3)
-    qf = q.reshape(n, 16, 16).astype(np.float32)
-    return (dl * qf - ml).reshape(n, QK_K)
-
-
-def _deq_q3_k(b: U8Array, n: int) -> F32Array:
-    hmask = b[:, 0:32]
-    qs = b[:, 32:96]
-    sc = b[:, 96:108]
-    d = _f16(b[:, 108:110])
-    # 16 six-bit scales: low 4 bits from bytes 0..7 (low then high nibble), high 2 bits
-    # from bytes 8..11 (four 2-bit fields each).
-    low = np.concatenate([sc[:, 0:8] & np.uint8(0x0F), sc[:, 0:8] >> np.uint8(4)], axis=1)
-    hs = sc[:, 8:12].reshape(n, 1, 4) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 4, 1)
-    high = (hs.reshape(n, 16) & np.uint8(3)) << np.uint8(4)
-    scales = ((low | high).astype(np.int8) - np.int8(32)).astype(np.float32)
-    dl = (d * scales).reshape(n, 16, 1)
-    ql = (qs.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3)
-    hb = (hmask.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
-    # ggml subtracts 4 where the high-mask bit is *clear*.
-    q = ql.reshape(n, 16, 16).astype(np.int8) - ((hb ^ np.uint8(1)) << np.uint8(2)).reshape(n, 16, 16).astype(np.int8)
-    return cast(F32Array, (dl * q.astype(np.float32)).reshape(n, QK_K))
-
-
 def _scale_min_k4(sc: U8Array, n: int) -> tuple[U8Array, U8Array]:
     """Unpack the 12-byte, 8 x (6-bit scale, 6-bit min) field of Q4_K and Q5_K."""
     s = sc.reshape(n, 3, 4)
@@ -135,59 +102,17 @@ def _scale_min_k4(sc: U8Array, n: int) -> tuple[U8Array, U8Array]:
     return scales, mins
 
 
-def _deq_q4_k(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    dmin = _f16(b[:, 2:4])
-    sc, mn = _scale_min_k4(b[:, 4:16], n)
-    dl = (d * sc.astype(np.float32)).reshape(n, 8, 1)
-    ml = (dmin * mn.astype(np.float32)).reshape(n, 8, 1)
-    # 4 chunks of 32 bytes; each gives 32 low-nibble then 32 high-nibble values.
-    q = _nibbles(b[:, 16:144].reshape(n * 4, 32), n * 4, 32).reshape(n, 8, 32).astype(np.float32)
-    return (dl * q - ml).reshape(n, QK_K)
-
-
-def _deq_q5_k(b: U8Array, n: int) -> F32Array:
-    d = _f16(b[:, 0:2])
-    dmin = _f16(b[:, 2:4])
-    sc, mn = _scale_min_k4(b[:, 4:16], n)
-    dl = (d * sc.astype(np.float32)).reshape(n, 8, 1)
-    ml = (dmin * mn.astype(np.float32)).reshape(n, 8, 1)
-    qh = b[:, 16:48]
-    ql = _nibbles(b[:, 48:176].reshape(n * 4, 32), n * 4, 32).reshape(n, 8, 32)
-    hb = (qh.reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
-    q = (ql | (hb << np.uint8(4))).astype(np.float32)
-    return (dl * q - ml).reshape(n, QK_K)
-
-
-def _deq_q6_k(b: U8Array, n: int) -> F32Array:
-    ql = b[:, 0:128]
-    qh = b[:, 128:192]
-    scales = np.ascontiguousarray(b[:, 192:208]).view(np.int8).astype(np.float32)
-    d = _f16(b[:, 208:210])
-    dl = (d * scales).reshape(n, 16, 1)
-    lo = _nibbles(ql.reshape(n * 2, 64), n * 2, 64).reshape(n, 2, 4, 32)
-    hi = ((qh.reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3))
-    q = (lo | (hi << np.uint8(4))).astype(np.int8) - np.int8(32)
-    return (dl * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
-
-
 def _deq_blocks(type_id: int, blocks: U8Array, n: int, out: F32Array) -> None:
     """Dequantize ``n`` blocks into ``out`` ``(n, block_size)``."""
-    # The 32-element block types share one unpacking (split_codes), then d * code (+ m).
-    split = split_codes(type_id, blocks.reshape(-1), n, 32)
+    # Every linear block type shares one unpacking (split_codes), then d * code (+ m) per group.
+    block = out.shape[1]
+    split = split_codes(type_id, blocks.reshape(-1), n, block)
     if split is not None:
-        codes, d, m = split
-        _scale_into(codes, d, m, out)
-    elif type_id == GGMLType.Q2_K:
-        out[...] = _deq_q2_k(blocks, n)
-    elif type_id == GGMLType.Q3_K:
-        out[...] = _deq_q3_k(blocks, n)
-    elif type_id == GGMLType.Q4_K:
-        out[...] = _deq_q4_k(blocks, n)
-    elif type_id == GGMLType.Q5_K:
-        out[...] = _deq_q5_k(blocks, n)
-    elif type_id == GGMLType.Q6_K:
-        out[...] = _deq_q6_k(blocks, n)
+        codes, d, m = split  # (n, block), (n, block // g), same or None
+        g = block // d.shape[1]
+        ng = n * (block // g)
+        _scale_into(codes.reshape(ng, g), d.reshape(ng, 1), m.reshape(ng, 1) if m is not None else None,
+                    out.reshape(ng, g))
     elif type_id == GGMLType.IQ4_NL:
         out[...] = _deq_iq4_nl(blocks, n)
     else:
@@ -251,10 +176,11 @@ def dequantize_transposed(type_id: int, raw: U8Array, rows: int, cols: int, name
     split = split_codes(type_id, raw, rows, cols, transposed=True)
     if split is None:
         return np.ascontiguousarray(dequantize(type_id, raw, (rows, cols), name).T)
-    codes_t, d_t, m_t = split  # (cols, rows), (cols // 32, rows), (cols // 32, rows) or None
+    codes_t, d_t, m_t = split  # (cols, rows), (cols // g, rows), (cols // g, rows) or None
+    g = cols // d_t.shape[0]
     out = np.empty((cols, rows), dtype=np.float32)
     np.copyto(out, codes_t, casting="unsafe")
-    blocks = out.reshape(cols // 32, 32, rows)
+    blocks = out.reshape(cols // g, g, rows)
     np.multiply(blocks, d_t[:, None, :], out=blocks)
     if m_t is not None:
         np.add(blocks, m_t[:, None, :], out=blocks)
@@ -263,40 +189,107 @@ def dequantize_transposed(type_id: int, raw: U8Array, rows: int, cols: int, name
 
 # ---------------------------------------------------------------------- lean layout
 
+def code_group(type_id: int) -> int:
+    """Weights sharing one scale (and minimum) in :func:`split_codes`' form, 0 if none."""
+    if type_id in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
+                   GGMLType.Q4_K, GGMLType.Q5_K):
+        return 32
+    if type_id in (GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q6_K):
+        return 16
+    return 0
+
+
+def _k_codes(type_id: int, b: U8Array, n: int) -> tuple[U8Array | npt.NDArray[np.int8], F32Array, F32Array | None]:
+    """Codes ``(n, 256)`` and per-group scales/minimums ``(n, 256 // g)`` of ``n`` K-quant
+    super-blocks, ggml's ``d * sc`` and ``-(dmin * m)`` products in float32."""
+    if type_id in (GGMLType.Q4_K, GGMLType.Q5_K):
+        d = _f16(b[:, 0:2])
+        dmin = _f16(b[:, 2:4])
+        sc, mn = _scale_min_k4(b[:, 4:16], n)
+        scales = d * sc.astype(np.float32)  # (n, 8)
+        mins = np.negative(dmin * mn.astype(np.float32))
+        qs = b[:, 16:144] if type_id == GGMLType.Q4_K else b[:, 48:176]
+        # 4 chunks of 32 bytes; each gives 32 low-nibble then 32 high-nibble values.
+        q = _nibbles(qs.reshape(n * 4, 32), n * 4, 32).reshape(n, 8, 32)
+        if type_id == GGMLType.Q5_K:
+            hb = (b[:, 16:48].reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
+            np.bitwise_or(q, hb << np.uint8(4), out=q)
+        return q.reshape(n, QK_K), scales, mins
+    if type_id == GGMLType.Q6_K:
+        d = _f16(b[:, 208:210])
+        scales = d * np.ascontiguousarray(b[:, 192:208]).view(np.int8).astype(np.float32)  # (n, 16)
+        lo = _nibbles(b[:, 0:128].reshape(n * 2, 64), n * 2, 64).reshape(n, 2, 4, 32)
+        hi = (b[:, 128:192].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3)
+        q6 = (lo | (hi << np.uint8(4))).view(np.int8) - np.int8(32)
+        return q6.reshape(n, QK_K), scales, None
+    if type_id == GGMLType.Q3_K:
+        sc = b[:, 96:108]
+        d = _f16(b[:, 108:110])
+        # 16 six-bit scales: low 4 bits from bytes 0..7 (low then high nibble), high 2 bits
+        # from bytes 8..11 (four 2-bit fields each).
+        low = np.concatenate([sc[:, 0:8] & np.uint8(0x0F), sc[:, 0:8] >> np.uint8(4)], axis=1)
+        hs = sc[:, 8:12].reshape(n, 1, 4) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 4, 1)
+        high = (hs.reshape(n, 16) & np.uint8(3)) << np.uint8(4)
+        scales = d * ((low | high).astype(np.int8) - np.int8(32)).astype(np.float32)
+        ql = (b[:, 32:96].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3)
+        hb = (b[:, 0:32].reshape(n, 1, 32) >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & np.uint8(1)
+        # ggml subtracts 4 where the high-mask bit is *clear*.
+        q3 = ql.reshape(n, 16, 16).astype(np.int8) - ((hb ^ np.uint8(1)) << np.uint8(2)).reshape(n, 16, 16).astype(np.int8)
+        return q3.reshape(n, QK_K), scales, None
+    # Q2_K
+    sc2 = b[:, 0:16]
+    d = _f16(b[:, 80:82])
+    dmin = _f16(b[:, 82:84])
+    scales = d * (sc2 & np.uint8(0xF)).astype(np.float32)
+    mins = np.negative(dmin * (sc2 >> np.uint8(4)).astype(np.float32))
+    # Each 32-byte half holds four 2-bit planes: element order is (half, plane, byte).
+    q2 = (b[:, 16:80].reshape(n, 2, 1, 32) >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 4, 1)) & np.uint8(3)
+    return q2.reshape(n, QK_K), scales, mins
+
+
 def split_codes(type_id: int, raw: U8Array, rows: int, cols: int, transposed: bool = False
                 ) -> tuple[npt.NDArray[np.int8], F32Array, F32Array | None] | None:
-    """Split a 32-element-block matrix into integer codes and per-block scales/minimums.
+    """Split a matrix of a linear block type into integer codes and per-group scales/minimums.
 
     Returns ``(codes, scales, mins)`` with codes ``(rows, cols)`` int8 and scales/mins
-    ``(rows, cols // 32)`` float32 (``mins`` is None for the symmetric types Q4_0, Q5_0,
-    Q8_0), such that ``codes * scale (+ min)`` is exactly :func:`dequantize`'s value. With
-    ``transposed`` the arrays are ``(cols, rows)`` and ``(cols // 32, rows)``: the lean
-    layout. Returns ``None`` for other types (the K-quants).
+    ``(rows, cols // g)`` float32, ``g`` = :func:`code_group` (32, or 16 for Q2_K, Q3_K and
+    Q6_K; ``mins`` is None for the symmetric types), such that ``code * scale (+ min)`` is
+    exactly :func:`dequantize`'s value. With ``transposed`` the arrays are ``(cols, rows)``
+    and ``(cols // g, rows)``: the lean layout. Returns ``None`` for other types.
     """
-    if type_id not in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0):
+    g = code_group(type_id)
+    if g == 0:
         return None
-    nb = cols // 32
-    n_blocks = rows * nb
-    bsize = GGML_TYPES[type_id][2]
+    _tname, block, bsize = GGML_TYPES[type_id]
+    nb = cols // g
+    n_blocks = rows * cols // block
     b = raw.reshape(n_blocks, bsize)
-    d = _f16(b[:, 0:2]).reshape(rows, nb)
     m: F32Array | None = None
-    codes_u8: U8Array
-    if type_id == GGMLType.Q8_0:
-        codes_u8 = np.ascontiguousarray(b[:, 2:34])
+    codes: npt.NDArray[np.int8]
+    if block == QK_K:
+        kc, d, m = _k_codes(type_id, b, n_blocks)
+        codes = kc.view(np.int8) if kc.dtype == np.uint8 else cast(npt.NDArray[np.int8], kc)
+        d = d.reshape(rows, nb)
+        if m is not None:
+            m = m.reshape(rows, nb)
     else:
-        qs_start = {GGMLType.Q4_0: 2, GGMLType.Q4_1: 4, GGMLType.Q5_0: 6, GGMLType.Q5_1: 8}[type_id]
-        qs = np.ascontiguousarray(b[:, qs_start:qs_start + 16])
-        codes_u8 = np.empty((n_blocks, 32), dtype=np.uint8)
-        _lo_hi_into(qs, codes_u8)
-        if type_id in (GGMLType.Q5_0, GGMLType.Q5_1):
-            _high_bits_into(b[:, qs_start - 4:qs_start], n_blocks, codes_u8)
-        if type_id in (GGMLType.Q4_1, GGMLType.Q5_1):
-            m = _f16(b[:, 2:4]).reshape(rows, nb)
-    codes = codes_u8.view(np.int8)
-    offset = {GGMLType.Q4_0: 8, GGMLType.Q5_0: 16}.get(type_id, 0)
-    if offset:
-        np.subtract(codes, np.int8(offset), out=codes)
+        d = _f16(b[:, 0:2]).reshape(rows, nb)
+        codes_u8: U8Array
+        if type_id == GGMLType.Q8_0:
+            codes_u8 = np.ascontiguousarray(b[:, 2:34])
+        else:
+            qs_start = {GGMLType.Q4_0: 2, GGMLType.Q4_1: 4, GGMLType.Q5_0: 6, GGMLType.Q5_1: 8}[type_id]
+            qs = np.ascontiguousarray(b[:, qs_start:qs_start + 16])
+            codes_u8 = np.empty((n_blocks, 32), dtype=np.uint8)
+            _lo_hi_into(qs, codes_u8)
+            if type_id in (GGMLType.Q5_0, GGMLType.Q5_1):
+                _high_bits_into(b[:, qs_start - 4:qs_start], n_blocks, codes_u8)
+            if type_id in (GGMLType.Q4_1, GGMLType.Q5_1):
+                m = _f16(b[:, 2:4]).reshape(rows, nb)
+        codes = codes_u8.view(np.int8)
+        offset = {GGMLType.Q4_0: 8, GGMLType.Q5_0: 16}.get(type_id, 0)
+        if offset:
+            np.subtract(codes, np.int8(offset), out=codes)
     codes2 = codes.reshape(rows, cols)
     if not transposed:
         return codes2, d, m

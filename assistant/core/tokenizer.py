@@ -199,11 +199,15 @@ class Tokenizer:
             present = [False] * n
             for k in range(n - 1, -1, -1):
                 tid = special[k]
+                if not (parse_special or vocab.types[tid] == TT_USER_DEFINED):
+                    continue
                 parent = self._prefix_parent[k]
-                if parent >= 0 and not present[parent]:
+                # The parent is shorter, so already tested here if it is considered at all.
+                if parent >= 0 and (parse_special or vocab.types[special[parent]] == TT_USER_DEFINED) \
+                        and not present[parent]:
                     continue
                 piece = vocab.tokens[tid]
-                if piece and (parse_special or vocab.types[tid] == TT_USER_DEFINED):
+                if piece:
                     present[k] = piece in text
             marked = text
             for k in range(n):

@@ -5,12 +5,13 @@ Two memory modes (models.toml ``memory``):
 * ``speed``: each matrix becomes float32 stored transposed ``(in, out)``, 4 bytes per
   weight, the layout numpy's BLAS streams fastest for one-row products; q/k/v and
   gate/up are fused into one matrix each so one product reads them all.
-* ``lean``: 32-element-block types are kept as int8 codes ``(in, out)`` plus per-block
-  float32 scales and minimums ``(in // 32, out)``, ~1.25 bytes per weight, and each product
-  expands the codes tile by tile (a few hundred input rows at a time) into a reused float32
-  buffer that stays in cache. ``code * scale + min`` is exactly the dequantized weight, so
-  lean and speed mode compute the same numbers up to float32 summation order. K-quant
-  tensors have no such form and are kept as float32 in both modes.
+* ``lean``: linear block types (Q4_0 .. Q8_0 and the K-quants) are kept as int8 codes
+  ``(in, out)`` plus float32 scales and minimums per group of ``g`` input rows
+  ``(in // g, out)`` (g = 32, or 16 for Q2_K/Q3_K/Q6_K): 1.25 to 1.5 bytes per weight. Each
+  product expands the codes tile by tile (a few hundred input rows at a time) into a reused
+  float32 buffer that stays in cache. ``code * scale + min`` is exactly the dequantized
+  weight, so lean and speed mode compute the same numbers up to float32 summation order.
+  Only IQ4_NL (a lookup table, not a linear code) stays float32.
 
 Nothing is dequantized when the model is opened: each layer's weights are prepared the
 first time the layer runs.
@@ -81,9 +82,10 @@ class Linear:
 
 
 class LeanLinear(Linear):
-    """``y = x @ W + b`` with ``W`` kept as int8 codes and per-32-row scales/mins.
+    """``y = x @ W + b`` with ``W`` kept as int8 codes and per-group scales/mins.
 
-    codes ``(in, out)`` int8, scales and mins ``(in // 32, out)`` float32. Each tile of
+    codes ``(in, out)`` int8, scales and mins ``(in // g, out)`` float32 for groups of ``g``
+    consecutive input rows (``g`` = in // scales.shape[0]). Each tile of
     :func:`lean_tile_rows` input rows is expanded into the model's shared scratch buffer
     (``codes * scale + min`` broadcast along the long output axis) and multiplied.
     """
@@ -96,6 +98,7 @@ class LeanLinear(Linear):
         self.bias = bias
         self.n_in = int(codes.shape[0])
         self.n_out = int(codes.shape[1])
+        self.group = self.n_in // int(scales.shape[0])
         self.w = np.zeros((0, 0), dtype=np.float32)
         self.scratch = scratch
         self.tile_rows = lean_tile_rows(self.n_out)
@@ -106,17 +109,18 @@ class LeanLinear(Linear):
         y = np.zeros((t, n_out), dtype=np.float32)
         step = self.tile_rows
         flat = self.scratch.get(step * n_out)
+        g = self.group
         if t <= _LEAN_FEW_ROWS:
-            # y = sum over blocks b of d_b * (x_b @ codes_b) + sum(x_b) * m_b: the codes are
-            # converted once and read once; scales touch only (blocks, out) partial sums.
-            xs = x.reshape(t, self.n_in // 32, 32)
+            # y = sum over groups b of d_b * (x_b @ codes_b) + sum(x_b) * m_b: the codes are
+            # converted once and read once; scales touch only (groups, out) partial sums.
+            xs = x.reshape(t, self.n_in // g, g)
             for start in range(0, self.n_in, step):
                 stop = min(self.n_in, start + step)
-                b0 = start // 32
-                nb = (stop - start) // 32
-                tile = flat[:(stop - start) * n_out].reshape(nb, 32, n_out)
-                np.copyto(tile, self.codes[start:stop].reshape(nb, 32, n_out), casting="unsafe")
-                xb = xs[:, b0:b0 + nb, :]  # (T, nb, 32)
+                b0 = start // g
+                nb = (stop - start) // g
+                tile = flat[:(stop - start) * n_out].reshape(nb, g, n_out)
+                np.copyto(tile, self.codes[start:stop].reshape(nb, g, n_out), casting="unsafe")
+                xb = xs[:, b0:b0 + nb, :]  # (T, nb, g)
                 part = np.matmul(xb.transpose(1, 0, 2), tile)  # (nb, T, out)
                 part *= self.scales[b0:b0 + nb, None, :]
                 y += part.sum(axis=0)
@@ -128,10 +132,10 @@ class LeanLinear(Linear):
         for start in range(0, self.n_in, step):
             stop = min(self.n_in, start + step)
             rows = stop - start
-            b0 = start // 32
-            nb = rows // 32
+            b0 = start // g
+            nb = rows // g
             buf = flat[:rows * n_out].reshape(rows, n_out)
-            tile = buf.reshape(nb, 32, n_out)
+            tile = buf.reshape(nb, g, n_out)
             np.copyto(buf, self.codes[start:stop], casting="unsafe")
             np.multiply(tile, self.scales[b0:b0 + nb, None, :], out=tile)
             if self.mins is not None:
@@ -228,28 +232,40 @@ class WeightLoader:
     def _lean(self, names: list[str], perms: list[npt.NDArray[np.intp] | None], bias: F32 | None) -> LeanLinear | None:
         codes_l: list[npt.NDArray[np.int8]] = []
         scales_l: list[F32] = []
-        mins_l: list[F32] = []
-        any_min = False
+        mins_l: list[F32 | None] = []
         for name, p in zip(names, perms):
             info = self.f.tensor_info(name)
             if len(info.shape) != 2:
                 return None
             rows, cols = info.shape
             split = split_codes(info.type_id, self.f.tensor_data(name), rows, cols, transposed=True)
-            if split is None or cols % 32 != 0:
+            if split is None:
                 return None
-            codes, scales, mins = split  # (in, out_i), (in/32, out_i), (in/32, out_i) | None
+            codes, scales, mins = split  # (in, out_i), (in/g, out_i), (in/g, out_i) | None
             if p is not None:
                 codes, scales = codes[:, p], scales[:, p]
                 mins = mins[:, p] if mins is not None else None
             codes_l.append(codes)
             scales_l.append(scales)
-            mins_l.append(mins if mins is not None else np.zeros_like(scales))
-            if mins is not None:
-                any_min = True
+            mins_l.append(mins)
+        # Fused matrices may group differently (Q4_K_M files mix Q4_K's 32-row groups with
+        # Q6_K's 16): repeat the coarser scales so all share the finest grouping, exactly.
+        n_groups = max(int(sc.shape[0]) for sc in scales_l)
+        for i, sc in enumerate(scales_l):
+            factor = n_groups // int(sc.shape[0])
+            if factor * int(sc.shape[0]) != n_groups:
+                return None
+            if factor > 1:
+                scales_l[i] = np.repeat(sc, factor, axis=0)
+                m = mins_l[i]
+                if m is not None:
+                    mins_l[i] = np.repeat(m, factor, axis=0)
         codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=1))  # (in, out)
-        scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=1))  # (in/32, out)
-        mins_t = np.ascontiguousarray(np.concatenate(mins_l, axis=1)) if any_min else None
+        scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=1))  # (in/g, out)
+        mins_t: F32 | None = None
+        if any(m is not None for m in mins_l):
+            mins_t = np.ascontiguousarray(np.concatenate(
+                [m if m is not None else np.zeros_like(sc) for m, sc in zip(mins_l, scales_l)], axis=1))
         return LeanLinear(codes_t, scales_t, mins_t, bias, self.scratch)
 
     def output_head(self, name: str) -> Linear:
