@@ -486,6 +486,20 @@ class GGUFFile:
         except (AttributeError, OSError, ValueError):
             pass
 
+    def release_tensor(self, name: str) -> None:
+        """:meth:`release_pages` for one tensor's bytes, once it has been prepared: preparing
+        a model then never holds the whole file and all prepared weights at once."""
+        info = self.tensors.get(name)
+        if info is None:
+            return
+        page = mmap.PAGESIZE
+        start = info.offset // page * page
+        end = min(len(self._map), -(-(info.offset + info.n_bytes) // page) * page)
+        try:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (AttributeError, OSError, ValueError):
+            pass
+
     # ----------------------------------------------------------------- tensor access
     def tensor_info(self, name: str) -> TensorInfo:
         info = self.tensors.get(name)

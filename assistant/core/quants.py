@@ -255,11 +255,42 @@ def split_codes(type_id: int, raw: U8Array, rows: int, cols: int, transposed: bo
     ``(rows, cols // g)`` float32, ``g`` = :func:`code_group` (32, or 16 for Q2_K, Q3_K and
     Q6_K; ``mins`` is None for the symmetric types), such that ``code * scale (+ min)`` is
     exactly :func:`dequantize`'s value. With ``transposed`` the arrays are ``(cols, rows)``
-    and ``(cols // g, rows)``: the lean layout. Returns ``None`` for other types.
+    and ``(cols // g, rows)``: the lean layout, filled a band of rows at a time so the
+    unpacking temporaries stay small even for a 262k-row vocabulary. Returns ``None`` for
+    other types.
     """
     g = code_group(type_id)
     if g == 0:
         return None
+    if not transposed:
+        return _split_rows(type_id, raw, rows, cols)
+    _tname, block, bsize = GGML_TYPES[type_id]
+    row_bytes = cols // block * bsize
+    by_row = raw.reshape(rows, row_bytes)
+    codes_t = np.empty((cols, rows), dtype=np.int8)
+    d_t = np.empty((cols // g, rows), dtype=np.float32)
+    m_t: F32Array | None = None
+    band = max(1, _SPLIT_BAND_BYTES // max(1, row_bytes))
+    for r0 in range(0, rows, band):
+        r1 = min(rows, r0 + band)
+        codes, d, m = _split_rows(type_id, by_row[r0:r1].reshape(-1), r1 - r0, cols)
+        codes_t[:, r0:r1] = codes.T
+        d_t[:, r0:r1] = d.T
+        if m is not None:
+            if m_t is None:
+                m_t = np.empty((cols // g, rows), dtype=np.float32)
+            m_t[:, r0:r1] = m.T
+    return codes_t, d_t, m_t
+
+
+# Raw bytes unpacked per band by split_codes(transposed=True): bounds its temporaries.
+_SPLIT_BAND_BYTES: Final = 1 << 22
+
+
+def _split_rows(type_id: int, raw: U8Array, rows: int, cols: int
+                ) -> tuple[npt.NDArray[np.int8], F32Array, F32Array | None]:
+    """:func:`split_codes` in row-major layout, for a type with a code group."""
+    g = code_group(type_id)
     _tname, block, bsize = GGML_TYPES[type_id]
     nb = cols // g
     n_blocks = rows * cols // block
@@ -290,11 +321,7 @@ def split_codes(type_id: int, raw: U8Array, rows: int, cols: int, transposed: bo
         offset = {GGMLType.Q4_0: 8, GGMLType.Q5_0: 16}.get(type_id, 0)
         if offset:
             np.subtract(codes, np.int8(offset), out=codes)
-    codes2 = codes.reshape(rows, cols)
-    if not transposed:
-        return codes2, d, m
-    return (np.ascontiguousarray(codes2.T), np.ascontiguousarray(d.T),
-            np.ascontiguousarray(m.T) if m is not None else None)
+    return codes.reshape(rows, cols), d, m
 
 
 # ---------------------------------------------------------------------- quantizers

@@ -213,6 +213,7 @@ class WeightLoader:
         if self.memory == "lean":
             lean = self._lean(names, perms, bias)
             if lean is not None:
+                self._release(names)
                 return lean
         # Each matrix is dequantized straight into its (in, out) slice of the fused weight.
         infos = [self.f.tensor_info(n) for n in names]
@@ -227,7 +228,12 @@ class WeightLoader:
             part = dequantize_transposed(info.type_id, self.f.tensor_data(info.name), rows, cols, info.name)
             w_t[:, col:col + rows] = part if p is None else part[:, p]
             col += rows
+        self._release(names)
         return Linear(w_t, bias)
+
+    def _release(self, names: list[str]) -> None:
+        for name in names:
+            self.f.release_tensor(name)
 
     def _lean(self, names: list[str], perms: list[npt.NDArray[np.intp] | None], bias: F32 | None) -> LeanLinear | None:
         codes_l: list[npt.NDArray[np.int8]] = []
@@ -260,6 +266,9 @@ class WeightLoader:
                 m = mins_l[i]
                 if m is not None:
                     mins_l[i] = np.repeat(m, factor, axis=0)
+        if len(codes_l) == 1:  # nothing to fuse: no copy (the vocabulary head is big)
+            return LeanLinear(np.ascontiguousarray(codes_l[0]), np.ascontiguousarray(scales_l[0]),
+                              None if mins_l[0] is None else np.ascontiguousarray(mins_l[0]), bias, self.scratch)
         codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=1))  # (in, out)
         scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=1))  # (in/g, out)
         mins_t: F32 | None = None
@@ -273,5 +282,8 @@ class WeightLoader:
         if self.memory == "lean":
             lean = self._lean([name], [None], None)
             if lean is not None:
+                self._release([name])
                 return lean
-        return Linear(self.tensor(name).T, None)
+        head = Linear(self.tensor(name).T, None)
+        self._release([name])
+        return head
