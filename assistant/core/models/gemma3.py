@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..gguf import GGUFFile
-from ..ops import Rope, gelu_tanh, rms_norm
+from ..ops import Rope, geglu, rms_norm
 from ..transformer import Block, KVCache, ModelArgs, Transformer, attend
 from ..weights import Linear, WeightLoader
 
@@ -71,7 +71,7 @@ class Gemma3Block(Block):
         h = rms_norm(x, self.ffn_norm, self.eps)
         gu = self.gate_up(h)
         f = self.ffn_dim
-        y = self.down(gelu_tanh(gu[:, :f]) * gu[:, f:])
+        y = self.down(geglu(gu, f))
         return x + rms_norm(y, self.post_ffn_norm, self.eps)
 
     def nbytes(self) -> int:

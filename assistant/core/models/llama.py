@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..gguf import GGUFFile
-from ..ops import Rope, neox_permutation, rms_norm, silu
+from ..ops import Rope, neox_permutation, rms_norm, swiglu
 from ..transformer import Block, KVCache, ModelArgs, Transformer, attend, attention_scale
 from ..weights import Linear, WeightLoader
 
@@ -66,7 +66,7 @@ class LlamaBlock(Block):
         h = rms_norm(x, self.ffn_norm, self.eps)
         gu = self.gate_up(h)  # (T, 2 * ffn)
         f = self.ffn_dim
-        return x + self.down(silu(gu[:, :f]) * gu[:, f:])
+        return x + self.down(swiglu(gu, f))
 
     def nbytes(self) -> int:
         return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.down.nbytes + int(self.attn_norm.nbytes) * 2
