@@ -139,6 +139,28 @@ def neox_permutation(n_heads: int, head_dim: int) -> npt.NDArray[np.intp]:
     return out
 
 
+# The last additive mask built, with its key: every layer of a prefill chunk needs the same
+# one. Stored as one tuple so threads running different models never pair a key with
+# another thread's mask.
+_last_mask: list[tuple[tuple[int, int, int, int], F32]] = [((-1, -1, -1, -1), np.zeros((0, 0), dtype=np.float32))]
+
+
+def _additive_mask(pos: int, t: int, s: int, window: int) -> F32:
+    """``(T, S)`` 0 / -inf: query ``pos + i`` sees keys ``<= pos + i`` (within ``window``)."""
+    key = (pos, t, s, window)
+    last_key, last = _last_mask[0]
+    if last_key == key:
+        return last
+    qpos = np.arange(pos, pos + t)[:, None]
+    kpos = np.arange(s)[None, :]
+    masked = kpos > qpos
+    if window > 0:
+        masked = masked | (qpos - kpos >= window)
+    mask: F32 = np.where(masked, NEG_INF, np.float32(0)).astype(np.float32)
+    _last_mask[0] = (key, mask)
+    return mask
+
+
 def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -> F32:
     """Causal grouped-query attention.
 
@@ -157,13 +179,8 @@ def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -
     scores = scores.reshape(n_kv, group, t, s)
     use_mask = t > 1 or (window > 0 and s > window)
     if use_mask:
-        qpos = np.arange(pos, pos + t)[:, None]
-        kpos = np.arange(s)[None, :]
-        masked = kpos > qpos
-        if window > 0:
-            masked = masked | (qpos - kpos >= window)
         # One broadcast add of 0 / -inf: ~4x faster than boolean-mask assignment.
-        scores += np.where(masked, NEG_INF, np.float32(0))
+        scores += _additive_mask(pos, t, s, window)
     softmax_inplace(scores, use_mask)
     out = np.matmul(scores.reshape(n_kv, group * t, s), v)  # (n_kv, group*T, hd)
     out = out.reshape(n_heads, t, hd).transpose(1, 0, 2)

@@ -190,7 +190,7 @@ class Tokenizer:
         C-level ``str.replace`` per token: a later token can never match across a marker, just
         as it cannot cross a fragment boundary.
         """
-        if not _MARKER_RE.search(text) and self._markers_safe:
+        if self._markers_safe and not _MARKER_RE.search(text):
             vocab = self.vocab
             special = self._special
             n = len(special)
