@@ -413,7 +413,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def ws_chat(ws: Any) -> None:
         # A client that never reads fills the socket buffers; without a timeout our sends (and
         # the ping thread's) would block forever and the generation would hold its slot.
-        ws.sock.settimeout(send_timeout)
+        ws.sock = WholeFrameSocket(ws.sock, send_timeout)
         WebsocketSession(state, ws).serve()
 
     # ------------------------------------------------------------------ OpenAI API
@@ -421,6 +421,31 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     register_openai_routes(app, state)
     return app
+
+
+class WholeFrameSocket:
+    """A websocket's socket whose sends write the whole frame or fail.
+
+    simple_websocket writes each frame with a single ``socket.send``. On a socket with a
+    timeout that writes only what fits in the send buffer and returns the count, and the
+    library drops the rest: a frame bigger than the free space (a long answer going to a slow
+    reader) corrupted the stream. ``sendall`` writes frames whole, within ``timeout`` seconds
+    or raising; the lock keeps the chat thread's frames and the ping thread's from
+    interleaving. Everything else is the wrapped socket's.
+    """
+
+    def __init__(self, sock: Any, timeout: float) -> None:
+        sock.settimeout(timeout)
+        self._sock = sock
+        self._send_lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._send_lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class WebsocketSession:

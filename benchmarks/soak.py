@@ -23,8 +23,10 @@ import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
-import simple_websocket
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from server_util import ws_connect  # noqa: E402  (simple_websocket minus its handshake race)
 
 
 def free_port() -> int:
@@ -56,7 +58,7 @@ def client(base: str, port: int, stop_at: float, lat: list[float], lock: threadi
         t0 = time.monotonic()
         try:
             if kind == "ws":
-                ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+                ws = ws_connect(f"ws://127.0.0.1:{port}/ws")
                 ws.receive(timeout=10)
                 ws.send(json.dumps({"type": "send", "conversation_id": cid, "max_tokens": rng.choice([16, 48, 96]),
                                     "content": rng.choice(["Tell me a joke.", "What is 2+2?", "Name a color.",

@@ -10,10 +10,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import simple_websocket
 
 from assistant.config import load_registry
-from server_util import LiveServer
+from server_util import LiveServer, ws_connect
 
 pytestmark = pytest.mark.real_model
 
@@ -80,7 +79,7 @@ def servers(tmp_path_factory, smollm2_path):
 
 
 def _chat(local, model, content, stop_after=None, timeout=60):
-    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{local.port}/ws")
+    ws = ws_connect(f"ws://127.0.0.1:{local.port}/ws")
     events = []
     try:
         ws.receive(timeout=30)

@@ -8,9 +8,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-import simple_websocket
 
-from server_util import LiveServer
+from server_util import LiveServer, ws_connect as ws_connect_url
 
 pytestmark = pytest.mark.real_model
 
@@ -38,7 +37,7 @@ def http(live, method, path, body=None, headers=None):
 
 
 def ws_connect(live):
-    return simple_websocket.Client.connect(f"ws://127.0.0.1:{live.port}/ws")
+    return ws_connect_url(f"ws://127.0.0.1:{live.port}/ws")
 
 
 def ws_until(ws, kind, timeout=120):

@@ -19,7 +19,7 @@ import pytest
 import simple_websocket
 
 from conftest import NEUTRAL_CWD
-from server_util import LiveServer
+from server_util import LiveServer, ws_connect
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ def test_kill_9_while_streaming_loses_nothing(smollm2_path, tmp_path):
     for round_no in range(20):
         port = _free_port()
         proc = _start(data, port)
-        ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{port}/ws")
+        ws = ws_connect(f"ws://127.0.0.1:{port}/ws")
         ws.receive(timeout=30)
         ws.send(json.dumps({"type": "send", "conversation_id": cid, "max_tokens": 60,
                             "content": f"Tell me fact number {round_no} about llamas.",
@@ -164,7 +164,7 @@ def test_fifty_concurrent_requests_answer_or_busy(live):
 
 def test_disconnecting_clients_free_their_slot(live):
     for _ in range(3):
-        ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{live.port}/ws")
+        ws = ws_connect(f"ws://127.0.0.1:{live.port}/ws")
         ws.receive(timeout=30)
         ws.send(json.dumps({"type": "send", "content": "Write a very long essay.", "max_tokens": 500}))
         while json.loads(ws.receive(timeout=60))["type"] != "token":

@@ -17,7 +17,12 @@ import time
 import pytest
 
 from assistant.config import load_registry
-from server_util import LiveServer
+from server_util import LiveServer, ws_connect
+
+
+# Bigger than what a loopback socket takes in one send() once it is writable again (a third
+# of a send buffer that autotunes up to 4 MB), so the server's sends only ever fit in part.
+HUGE = 3 * 1024 * 1024
 
 
 class EndlessBackend:
@@ -40,12 +45,10 @@ class EndlessBackend:
         yield {"type": "done", "finish_reason": "cancelled", "stats": {"prompt_tokens": 1, "generated_tokens": n}}
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    d = tmp_path_factory.mktemp("stuck")
+def _start_server(d, **timeouts) -> LiveServer:
     cfg = d / "models.toml"
     cfg.write_text('default = "trickle"\n[models.trickle]\nbackend = "endless-small"\n'
-                   '[models.firehose]\nbackend = "endless-big"\n')
+                   '[models.firehose]\nbackend = "endless-big"\n[models.flood]\nbackend = "endless-huge"\n')
     backends = {}
 
     def factory(size, pause):
@@ -54,12 +57,27 @@ def live(tmp_path_factory):
             return backends[entry.name]
         return make
 
-    srv = LiveServer({"DB_PATH": str(d / "db.sqlite"), "REGISTRY": load_registry(str(cfg)),
-                      "WS_PING_INTERVAL": 0.5, "WS_SEND_TIMEOUT": 1.0,
+    srv = LiveServer({"DB_PATH": str(d / "db.sqlite"), "REGISTRY": load_registry(str(cfg)), **timeouts,
                       "BACKEND_FACTORIES": {"endless-small": factory(4, 0.05),
-                                            "endless-big": factory(256 * 1024, 0.0)}})
+                                            "endless-big": factory(64 * 1024, 0.01),
+                                            "endless-huge": factory(HUGE, 0.1)}})
     srv.wait_ready()
     srv.backends = backends
+    return srv
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """Impatient: a client is dropped after two missed pings or a send stuck for 1 s."""
+    srv = _start_server(tmp_path_factory.mktemp("stuck"), WS_PING_INTERVAL=0.5, WS_SEND_TIMEOUT=1.0)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    """The default ping interval and send timeout."""
+    srv = _start_server(tmp_path_factory.mktemp("patient"))
     yield srv
     srv.stop()
 
@@ -146,16 +164,14 @@ def test_client_that_never_reads_is_dropped(live):
     t.start()
     try:
         assert not _slot_is_free(live, "firehose")
-        _wait_free(live, "firehose", 60)
+        _wait_free(live, "firehose", 20)
     finally:
         stop.set()
         s.close()
 
 
 def test_server_still_serves_after_stuck_clients(live):
-    import simple_websocket
-
-    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{live.port}/ws")
+    ws = ws_connect(f"ws://127.0.0.1:{live.port}/ws")
     try:
         assert json.loads(ws.receive(timeout=30))["type"] == "hello"
         ws.send(json.dumps({"type": "send", "model": "trickle", "content": "hi"}))
@@ -168,3 +184,46 @@ def test_server_still_serves_after_stuck_clients(live):
     finally:
         ws.close()
     _wait_free(live, "trickle", 15)
+
+
+def _read_exact(s: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(min(n - len(buf), 65536))  # a few KB at a time (SO_RCVBUF is 4096)
+        assert chunk, "the server closed the connection"
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_frame(s: socket.socket) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    b0, b1 = _read_exact(s, 2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", _read_exact(s, 2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", _read_exact(s, 8))[0]
+    return b0 & 0x0F, _read_exact(s, n)
+
+
+def test_slow_reader_gets_whole_frames(patient):
+    """A client that reads slower than the server writes gets every big frame intact: a send
+    that only fits in part must never drop the rest of the frame (that corrupts the stream)."""
+    s = _start_chat(patient, "flood")
+    try:
+        tokens = 0
+        while tokens < 6:
+            opcode, payload = _read_frame(s)
+            if opcode != 0x1:
+                assert opcode in (0x9, 0xA), f"unexpected opcode {opcode:#x}"
+                if opcode == 0x9:
+                    s.sendall(_frame(0xA, payload))
+                continue
+            ev = json.loads(payload)
+            if ev["type"] == "token":
+                assert ev["text"] == "x" * HUGE
+                tokens += 1
+        s.sendall(_frame(0x1, json.dumps({"type": "stop"}).encode()))
+    finally:
+        s.close()
+    _wait_free(patient, "flood", 15)

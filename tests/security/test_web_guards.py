@@ -10,7 +10,7 @@ import pytest
 import simple_websocket
 
 from conftest import NEUTRAL_CWD
-from server_util import LiveServer
+from server_util import LiveServer, ws_connect
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +109,12 @@ def live(tmp_path_factory):
 def test_websocket_with_foreign_origin_never_upgrades(live):
     for origin in ("http://evil.example", "null"):
         with pytest.raises(simple_websocket.ConnectionError) as err:
-            simple_websocket.Client.connect(f"ws://127.0.0.1:{live.port}/ws", headers={"Origin": origin})
+            ws_connect(f"ws://127.0.0.1:{live.port}/ws", headers={"Origin": origin})
         assert err.value.status_code == 403
 
 
 def test_websocket_same_origin_upgrades_and_oversized_messages_close(live):
-    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{live.port}/ws",
+    ws = ws_connect(f"ws://127.0.0.1:{live.port}/ws",
                                          headers={"Origin": f"http://127.0.0.1:{live.port}"})
     try:
         assert json.loads(ws.receive(timeout=30))["type"] == "hello"
@@ -133,7 +133,7 @@ def test_websocket_same_origin_upgrades_and_oversized_messages_close(live):
 
 
 def test_long_content_and_bad_fields_get_error_messages(live):
-    ws = simple_websocket.Client.connect(f"ws://127.0.0.1:{live.port}/ws")
+    ws = ws_connect(f"ws://127.0.0.1:{live.port}/ws")
     ws.receive(timeout=30)
     for msg, fragment in [({"type": "send", "content": "x" * 150_000}, "limited to 100000"),
                           ({"type": "send", "content": ""}, "non-empty"),
