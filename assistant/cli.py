@@ -106,7 +106,10 @@ def serve(ctx: click.Context, model: str | None, host: str, port: int, open_brow
     """Start the chat server and print the URL to open."""
     from werkzeug.serving import make_server
 
+    from .process import limit_malloc_arenas
     from .server import create_app
+
+    limit_malloc_arenas()  # before the request threads start; see its docstring
 
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if not loopback and not api_key:

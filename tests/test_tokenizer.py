@@ -183,3 +183,26 @@ def test_user_defined_token_whose_prefix_is_a_control_token():
         assert frags == t._partition_slow("x<b>y<b", parse_special)
         assert ("", 4) in frags
     assert t.encode("x<b>y", add_special=False) == [5, 4, 6]
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma3-270m"])
+def test_word_memo_stays_bounded(model, monkeypatch):
+    """A server tokenizes every turn's history: the word memo must not grow without bound,
+    and starting it over changes no token."""
+    import assistant.core.tokenizer as T
+
+    t = tok(model)
+    impl = next(o for o in (t, getattr(t, "impl", None), getattr(t, "_impl", None)) if hasattr(o, "_cache"))
+    words = " ".join(f"w{i:05d}x" for i in range(3000))
+    expected = t.encode(words, add_special=False)
+    if getattr(T, "__file__", "").endswith(".so"):
+        limit = T.WORD_CACHE_ENTRIES  # compiled: the constant is built in
+        impl._cache.clear()
+        for i in range(limit // 3000 + 2):
+            t.encode(" ".join(f"v{i}w{j:05d}" for j in range(3000)), add_special=False)
+    else:
+        limit = 500
+        monkeypatch.setattr(T, "WORD_CACHE_ENTRIES", limit)
+        impl._cache.clear()
+    assert t.encode(words, add_special=False) == expected
+    assert 0 < len(impl._cache) <= limit

@@ -45,6 +45,11 @@ TT_BYTE: Final = 6
 
 SPM_SPACE: Final = "\u2581"
 
+# Words remembered with their token ids. A server tokenizes every turn's whole history, so
+# an ever-growing memo showed up as slow RSS growth in the soak; when full it starts over
+# (a few MB at most; hot words come back within a message).
+WORD_CACHE_ENTRIES: Final = 32768
+
 # Tokens that end a turn, recognised by their text as llama.cpp does.
 EOG_TEXTS: Final = frozenset({
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
@@ -375,8 +380,9 @@ class BPETokenizer(Tokenizer):
             return cached
         mapped = "".join([BYTE_TO_UNICODE[b] for b in word.encode("utf-8")])
         ids = self._bpe(mapped)
-        if len(self._cache) < 200_000:
-            self._cache[word] = ids
+        if len(self._cache) >= WORD_CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[word] = ids
         return ids
 
     def _bpe(self, word: str) -> list[int]:
@@ -507,7 +513,9 @@ class SPMTokenizer(Tokenizer):
         if cached is not None:
             return cached
         ids = self._merge(text)
-        if len(text) < 256 and len(self._cache) < 100_000:
+        if len(text) < 256:
+            if len(self._cache) >= WORD_CACHE_ENTRIES:
+                self._cache.clear()
             self._cache[text] = ids
         return ids
 

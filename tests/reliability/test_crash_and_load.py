@@ -198,3 +198,34 @@ def test_request_threads_do_not_leak_database_connections(live):
     for _ in range(100):
         urllib.request.urlopen(live.url + "/api/conversations?q=joke", timeout=30).read()
     assert _db_fds(path) <= before + 3
+
+
+_ARENA_PROBE = """
+import ctypes, sys, threading
+from assistant.process import limit_malloc_arenas
+if sys.argv[1] == "limit":
+    assert limit_malloc_arenas()
+keep = []
+together = threading.Barrier(12)  # alive at once, as a server's request threads are
+def work():
+    keep.append([bytearray(64) for _ in range(2000)])  # small blocks: from the thread's arena
+    together.wait()
+threads = [threading.Thread(target=work) for _ in range(12)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc malloc only")
+def test_server_caps_malloc_arenas():
+    """`assistant serve` caps glibc's per-thread malloc arenas: every request thread would
+    otherwise get one, and their freed scraps showed up as slow RSS growth in the soak."""
+    def arenas(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        r = subprocess.run([sys.executable, "-c", _ARENA_PROBE, mode], env=env, cwd=NEUTRAL_CWD,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stderr.count("Arena ")
+    assert arenas("default") > 2
+    assert 1 <= arenas("limit") <= 2
