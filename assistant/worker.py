@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 from .chat import ChatError, LocalBackend
 from .config import Registry
+from .process import release_free_memory
 
 Event = dict[str, Any]
 JobFn = Callable[[Any, Callable[[], bool]], Iterator[Event]]
@@ -128,6 +129,9 @@ class Worker:
             self._serve(job)
             with self._cond:
                 self.current = None
+                idle = not self._jobs
+            if idle:
+                release_free_memory()
 
     def _serve(self, job: Job) -> None:
         job.state = "running"

@@ -229,3 +229,21 @@ def test_server_caps_malloc_arenas():
         return r.stderr.count("Arena ")
     assert arenas("default") > 2
     assert 1 <= arenas("limit") <= 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc malloc only")
+def test_free_heap_memory_goes_back_to_the_system():
+    """Freed heap memory is trimmed (what is left free inside glibc's heaps showed up as slow
+    RSS growth), at most every few seconds."""
+    from assistant.process import release_free_memory
+
+    def rss_kb() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+    keep = [bytearray(1000) for _ in range(60_000)]  # ~60 MB of small heap blocks
+    del keep[:-1]  # freed, but the last one pins the top of the heap
+    before = rss_kb()
+    assert release_free_memory(min_interval=0.0)
+    assert rss_kb() < before - 30_000
+    assert not release_free_memory(min_interval=3600.0)  # too soon
