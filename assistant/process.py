@@ -16,10 +16,17 @@ DEFAULT_ARENAS = 2
 
 
 @functools.cache
-def _libc() -> Any:
-    # find_library runs `ldconfig -p` in a subprocess: once is enough.
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name) if name else None
+def _glibc(name: str, *argtypes: Any) -> Any:
+    """glibc's function ``name`` returning int, or None elsewhere (musl, macOS)."""
+    lib = ctypes.util.find_library("c")  # runs `ldconfig -p`: cached, once per function
+    try:
+        fn = getattr(ctypes.CDLL(lib), name) if lib else None
+    except (OSError, AttributeError):
+        return None
+    if fn is not None:
+        fn.argtypes = list(argtypes)
+        fn.restype = ctypes.c_int
+    return fn
 
 
 # Trim at most this often: each trim walks the heaps (a few milliseconds).
@@ -39,15 +46,9 @@ def release_free_memory(min_interval: float = TRIM_INTERVAL_S) -> bool:
     if now - _last_trim[0] < min_interval:
         return False
     _last_trim[0] = now
-    try:
-        libc = _libc()
-        trim = libc.malloc_trim if libc is not None else None
-    except (OSError, AttributeError):
-        return False  # not glibc
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
     if trim is None:
         return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
     trim(0)
     return True
 
@@ -58,19 +59,11 @@ def limit_malloc_arenas(n: int = DEFAULT_ARENAS) -> bool:
     The server runs every request on a new thread, and glibc gives threads their own arenas
     (up to 8 per core). Memory freed in an arena is kept for reuse there, so an idle arena's
     scraps add up: measured here, resident memory grew 1.46 KB per websocket chat with the
-    default and 0.11 KB with two arenas, at the same speed (`benchmarks/soak.py` shows the
+    default and 0.14 to 0.18 KB with two arenas, at the same speed (`benchmarks/soak.py` shows the
     effect over 30 minutes). numpy's big arrays are mmapped and unaffected. No-op elsewhere
     than glibc.
     """
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False  # the user chose; glibc read it at startup
-    try:
-        libc = _libc()
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False  # not glibc (musl, macOS)
-    if mallopt is None:
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, max(1, int(n))))
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, max(1, int(n))))

@@ -156,7 +156,7 @@ def _additive_mask(pos: int, t: int, s: int, window: int) -> F32:
     masked = kpos > qpos
     if window > 0:
         masked = masked | (qpos - kpos >= window)
-    mask: F32 = np.where(masked, NEG_INF, np.float32(0)).astype(np.float32)
+    mask: F32 = np.where(masked, NEG_INF, np.float32(0))  # float32 already: no second copy
     _last_mask[0] = (key, mask)
     return mask
 
