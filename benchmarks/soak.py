@@ -35,12 +35,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory in MB: total, anonymous (heap, stacks, arrays) and file-backed.
+
+    File-backed pages are mostly the mmapped GGUF: rows of the quantized token embedding become
+    resident as new token ids are first looked up, so that part grows, ever slower, up to the
+    embedding's size. It is page cache the kernel can drop, not memory the process holds.
+    """
+    out = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key = line.split(":")[0]
+            if key in out:
+                out[key] = int(line.split()[1]) / 1024
+    return out
+
+
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """Resident MB per mapping kind: each file by name, plus [heap], [stack] and anonymous regions."""
+    out: dict[str, float] = {}
+    name = ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's header line
+                name = head[5] if len(head) > 5 else "[anonymous]"
+            elif head[0] == "Rss:":
+                out[name] = out.get(name, 0.0) + int(head[1]) / 1024
+    return out
+
+
+def trend(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-9, sum((x - mx) ** 2 for x in xs))
 
 
 def post(url: str, body: dict) -> None:
@@ -120,7 +149,7 @@ def main() -> None:
             # " hello" is one token in these vocabularies: a message that nearly fills the context.
             post(base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "hello " * (n_ctx - 64)}],
                                                  "max_tokens": 8})
-            print(f"prewarmed: one request filling the {n_ctx}-token context; RSS {rss_mb(proc.pid):.1f} MB", flush=True)
+            print(f"prewarmed: one request filling the {n_ctx}-token context; RSS {rss_mb(proc.pid)['VmRSS']:.1f} MB", flush=True)
         start = time.monotonic()
         stop_at = start + args.minutes * 60
         lat: list[float] = []
@@ -128,9 +157,11 @@ def main() -> None:
         threads = [threading.Thread(target=client, args=(base, port, stop_at, lat, lock, i), daemon=True) for i in range(2)]
         for t in threads:
             t.start()
-        samples: list[tuple[float, float]] = []
-        print(f"{'minute':>6}{'rss MB':>9}{'requests':>10}{'median s':>10}{'max s':>8}", flush=True)
+        samples: list[tuple[float, dict[str, float]]] = []
+        print(f"{'minute':>6}{'rss MB':>9}{'anon MB':>9}{'file MB':>9}{'requests':>10}{'median s':>10}{'max s':>8}",
+              flush=True)
         minute = 0
+        maps_before: dict[str, float] = {}
         while time.monotonic() < stop_at:
             time.sleep(min(60.0, max(0.0, stop_at - time.monotonic())))
             minute += 1
@@ -138,16 +169,22 @@ def main() -> None:
                 window, lat[:] = list(lat), []
             r = rss_mb(proc.pid)
             samples.append((time.monotonic() - start, r))
+            if minute == 1:
+                maps_before = rss_by_mapping(proc.pid)
             med = statistics.median(window) if window else 0.0
-            print(f"{minute:>6}{r:>9.1f}{len(window):>10}{med:>10.2f}{(max(window) if window else 0):>8.2f}", flush=True)
+            print(f"{minute:>6}{r['VmRSS']:>9.1f}{r['RssAnon']:>9.1f}{r['RssFile']:>9.1f}{len(window):>10}{med:>10.2f}"
+                  f"{(max(window) if window else 0):>8.2f}", flush=True)
         for t in threads:
             t.join(150)
         if len(samples) >= 3:
-            xs = [s[0] / 60 for s in samples[1:]]  # ignore the warm-up minute
-            ys = [s[1] for s in samples[1:]]
-            mx, my = statistics.mean(xs), statistics.mean(ys)
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-9, sum((x - mx) ** 2 for x in xs))
-            print(f"RSS trend after warm-up: {slope:+.2f} MB/minute")
+            for key, label in (("VmRSS", "RSS"), ("RssAnon", "anonymous RSS"), ("RssFile", "file-backed RSS")):
+                print(f"{label} trend after warm-up: {trend([(t / 60, r[key]) for t, r in samples[1:]]):+.3f} MB/minute")
+            half = samples[len(samples) // 2:]
+            print(f"anonymous RSS trend, second half: {trend([(t / 60, r['RssAnon']) for t, r in half]):+.3f} MB/minute")
+            grown = sorted(((v - maps_before.get(k, 0.0), k) for k, v in rss_by_mapping(proc.pid).items()), reverse=True)
+            print("largest RSS growth since minute 1, by mapping:")
+            for mb, name in grown[:5]:
+                print(f"  {mb:+8.2f} MB  {name}")
         ok = urllib.request.urlopen(base + "/health", timeout=5).status == 200
         print(f"server healthy at the end: {ok}")
     finally:

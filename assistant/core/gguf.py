@@ -500,6 +500,19 @@ class GGUFFile:
         except (AttributeError, OSError, ValueError):
             pass
 
+    def touch_tensor(self, name: str) -> None:
+        """Fault in every page of one tensor's bytes now (one read per page).
+
+        For a tensor read row by row for the life of the model (the token embedding): with
+        its pages resident from the start, resident memory does not creep upward as each new
+        token id's row is first looked up.
+        """
+        info = self.tensors.get(name)
+        if info is None:
+            return
+        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
+        np.bitwise_or.reduce(self._bytes[start:info.offset + info.n_bytes:mmap.PAGESIZE])
+
     # ----------------------------------------------------------------- tensor access
     def tensor_info(self, name: str) -> TensorInfo:
         info = self.tensors.get(name)

@@ -193,8 +193,13 @@ class Transformer:
                 self.block(i)
             self.head()
         self._prepared = True
-        # The weights now live in their prepared form; the file's pages are not needed.
+        # The weights now live in their prepared form; the file's pages are not needed,
+        # except the embedding's, which every lookup reads. In speed mode, fault those in
+        # once now, or a long-running server's resident memory creeps up as new token ids
+        # appear; lean mode leaves them to be read on demand (clean pages the kernel may drop).
         self.f.release_pages()
+        if self.memory == "speed":
+            self.f.touch_tensor("token_embd.weight")
 
     def new_cache(self, n_ctx: int) -> KVCache:
         a = self.args
