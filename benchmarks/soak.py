@@ -176,13 +176,19 @@ def main() -> None:
                   f"{(max(window) if window else 0):>8.2f}", flush=True)
         for t in threads:
             t.join(150)
+        # The worker hands free heap memory back when its queue has been empty for a while:
+        # what is still resident after that is what the server really holds.
+        time.sleep(15)
+        idle = rss_mb(proc.pid)
+        print(f"after 15 s idle: RSS {idle['VmRSS']:.1f} MB, anonymous {idle['RssAnon']:.1f}, "
+              f"file-backed {idle['RssFile']:.1f}")
         if len(samples) >= 3:
             for key, label in (("VmRSS", "RSS"), ("RssAnon", "anonymous RSS"), ("RssFile", "file-backed RSS")):
                 print(f"{label} trend after warm-up: {trend([(t / 60, r[key]) for t, r in samples[1:]]):+.3f} MB/minute")
             half = samples[len(samples) // 2:]
             print(f"anonymous RSS trend, second half: {trend([(t / 60, r['RssAnon']) for t, r in half]):+.3f} MB/minute")
             grown = sorted(((v - maps_before.get(k, 0.0), k) for k, v in rss_by_mapping(proc.pid).items()), reverse=True)
-            print("largest RSS growth since minute 1, by mapping:")
+            print("largest RSS growth from minute 1 to idle, by mapping:")
             for mb, name in grown[:5]:
                 print(f"  {mb:+8.2f} MB  {name}")
         ok = urllib.request.urlopen(base + "/health", timeout=5).status == 200

@@ -15,17 +15,25 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 
+_ONE: Final = np.float32(1.0)
+NEG_INF: Final = np.float32(-np.inf)
 _GELU_C: Final = np.float32(math.sqrt(2.0 / math.pi))
 _GELU_K: Final = np.float32(0.044715)
 _HALF: Final = np.float32(0.5)
-_ONE: Final = np.float32(1.0)
-NEG_INF: Final = np.float32(-np.inf)
 
 
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
     """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
+    if x.ndim == 2 and x.shape[0] == 1:
+        # One row (decoding): a BLAS dot and scalar math instead of five small-array calls;
+        # each numpy call costs microseconds, and this runs 60 times per token.
+        row = x[0]
+        inv = np.float32(1.0 / math.sqrt(float(np.dot(row, row)) / row.shape[0] + eps))
+        out = x * inv
+        out *= weight
+        return out
     # np.add.reduce rather than np.mean: the same float32 sum without np.mean's Python
-    # overhead, which shows up when this runs 60 times per token.
+    # overhead.
     ss = np.add.reduce(np.square(x), axis=-1, keepdims=True)
     inv = _ONE / np.sqrt(ss * np.float32(1.0 / x.shape[-1]) + np.float32(eps))
     return cast(F32, (x * inv) * weight)
@@ -91,6 +99,12 @@ def rope_inv_freq(head_dim: int, n_rot: int, base: float, freq_scale: float,
     return inv
 
 
+# Up to this head size, decoding rotates with a (head_dim, head_dim) matrix product: for
+# 64 it is three times faster than the elementwise form; at 256 (Gemma) the 256 KB matrix
+# makes it slower.
+ROPE_MATRIX_MAX_DIM: Final = 128
+
+
 class Rope:
     """Rotary embedding in the NEOX layout (rotate the first and second half of each head).
 
@@ -105,6 +119,17 @@ class Rope:
         self.inv = rope_inv_freq(head_dim, n_rot, base, freq_scale, factors)
         self._cos = np.zeros((0, n_rot // 2), dtype=np.float32)
         self._sin = np.zeros((0, n_rot // 2), dtype=np.float32)
+        # The rotation matrix of the last single position asked for (every layer of one
+        # decoding step rotates at the same position).
+        self._rot_pos = -1
+        self._rot = np.eye(head_dim, dtype=np.float32)
+        half = n_rot // 2
+        i = np.arange(half)
+        # Where cos and sin go in a rotation matrix: out = x @ R, with
+        # out[i] = x[i] cos - x[i+half] sin and out[i+half] = x[i+half] cos + x[i] sin.
+        self._diag = (np.concatenate([i, i + half]), np.concatenate([i, i + half]))
+        self._minus_sin = (i + half, i)
+        self._plus_sin = (i, i + half)
 
     def _tables(self, end: int) -> tuple[F32, F32]:
         if end > self._cos.shape[0]:
@@ -114,10 +139,28 @@ class Rope:
             self._sin = np.sin(ang).astype(np.float32)
         return self._cos, self._sin
 
+    def rotation(self, pos: int) -> F32:
+        """The ``(head_dim, head_dim)`` matrix that rotates a row at ``pos``: ``x @ R``."""
+        if pos != self._rot_pos:
+            cos_t, sin_t = self._tables(pos + 1)
+            r = self._rot
+            r[self._diag] = np.concatenate([cos_t[pos], cos_t[pos]])
+            r[self._minus_sin] = -sin_t[pos]
+            r[self._plus_sin] = sin_t[pos]
+            self._rot_pos = pos
+        return self._rot
+
     def apply(self, x: F32, pos: int, same_position: bool = False) -> F32:
         """Rotate ``x`` ``(n_heads, T, head_dim)`` in place for positions ``pos .. pos+T-1``
         (or, with ``same_position``, every row at ``pos``: rows of parallel sequences)."""
         t = x.shape[1]
+        if (t == 1 or same_position) and self.head_dim <= ROPE_MATRIX_MAX_DIM:
+            # All rows at one position (decoding): one small matrix product with the cached
+            # rotation instead of a dozen elementwise calls on tiny slices. The zeros in R
+            # add exact zeros, so this is the same rotation up to float32 rounding.
+            n_heads, _, hd = x.shape
+            x[...] = (x.reshape(n_heads * t, hd) @ self.rotation(pos)).reshape(x.shape)
+            return x
         end = pos + 1 if same_position else pos + t
         cos_t, sin_t = self._tables(end)
         cos = cos_t[pos:end]  # (T or 1, n_rot/2)
@@ -183,5 +226,8 @@ def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -
         scores += _additive_mask(pos, t, s, window)
     softmax_inplace(scores, use_mask)
     out = np.matmul(scores.reshape(n_kv, group * t, s), v)  # (n_kv, group*T, hd)
+    if t == 1:
+        row: F32 = out.reshape(1, n_heads * hd)  # already in head order: no transpose or copy
+        return row
     out = out.reshape(n_heads, t, hd).transpose(1, 0, 2)
     return np.ascontiguousarray(out).reshape(t, n_heads * hd)
