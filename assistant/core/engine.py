@@ -8,7 +8,7 @@ so only the new tokens are processed (the prompt cache).
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, SupportsInt
+from typing import Callable, Final, Iterable, Iterator, SupportsInt
 
 import numpy as np
 import numpy.typing as npt
@@ -118,12 +118,19 @@ class _Emitter:
         return piece
 
 
+# Prompt-lookup drafting: how far back to search, and how many matching tokens of context
+# a draft needs (at least) and can use (at most) to choose where to copy from.
+LOOKUP_WINDOW: Final = 4096
+LOOKUP_MIN_CONTEXT: Final = 2
+LOOKUP_MAX_CONTEXT: Final = 8
+
+
 class LookupState:
     """Drafts for prompt-lookup decoding, with an adaptive draft length.
 
-    A draft is the continuation of the most recent earlier occurrence of the last 3 (or 2)
-    tokens. Verifying k drafted tokens costs one forward pass over k+1 rows. With OpenBLAS
-    that costs about twice a one-row pass for any k+1 from 2 to ~9 (a matrix-matrix product
+    A draft is the continuation of the earlier occurrence that shares the longest context
+    with the end of the history (at least 2 tokens, compared up to 8). Verifying k drafted
+    tokens costs one forward pass over k+1 rows. With OpenBLAS that costs about twice a one-row pass for any k+1 from 2 to ~9 (a matrix-matrix product
     packs the weights; a matrix-vector product streams them once), so a draft is always as
     long as that flat region allows (8), grows to 16 while drafts are accepted whole, and
     drafting pauses briefly after a draft is rejected outright.
@@ -143,22 +150,30 @@ class LookupState:
         if k <= 0:
             return []
         n_hist = len(history)
-        lo = max(0, n_hist - 4096)
-        for n in (3, 2):
-            if n_hist < n + 1:
-                continue
-            tail = history[n_hist - n:]
-            # Most recent earlier occurrence of the tail.
-            i = n_hist - n - 1
-            while i >= lo:
-                if history[i] == tail[0] and history[i:i + n] == tail:
-                    cont = history[i + n:i + n + k]
-                    if cont:
-                        self.drafted += len(cont)
-                        return cont
-                    break
-                i -= 1
-        return []
+        lo = max(0, n_hist - LOOKUP_WINDOW)
+        # The earlier position whose preceding tokens match the end of the history longest
+        # (the most recent one among equals): when the model is copying, that is the place
+        # it is copying from, where the most recent short n-gram often is not.
+        last = history[n_hist - 1]
+        best_len = 0
+        best_i = -1
+        i = n_hist - 2
+        while i >= lo:
+            if history[i] == last:
+                m = 1
+                while m < LOOKUP_MAX_CONTEXT and i - m >= lo and history[i - m] == history[n_hist - 1 - m]:
+                    m += 1
+                if m > best_len:
+                    best_len = m
+                    best_i = i
+                    if m == LOOKUP_MAX_CONTEXT:
+                        break
+            i -= 1
+        if best_len < LOOKUP_MIN_CONTEXT:
+            return []
+        cont = history[best_i + 1:best_i + 1 + k]
+        self.drafted += len(cont)
+        return cont
 
     def record(self, accepted: int, drafted: int) -> None:
         self.accepted += accepted
