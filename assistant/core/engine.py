@@ -119,9 +119,12 @@ class _Emitter:
 
 
 # Prompt-lookup drafting: how far back to search, and how many matching tokens of context
-# a draft needs (at least) and can use (at most) to choose where to copy from.
+# a draft needs (at least) and can use (at most) to choose where to copy from. Verifying
+# even one drafted token costs about two plain steps, so a draft needs a context long enough
+# to be likely right: 3 tokens rather than 2 took the rewrite task from 1.22x to 1.42x plain
+# decode on SmolLM2 and from 2.58x to 3.00x on Gemma.
 LOOKUP_WINDOW: Final = 4096
-LOOKUP_MIN_CONTEXT: Final = 2
+LOOKUP_MIN_CONTEXT: Final = 3
 LOOKUP_MAX_CONTEXT: Final = 8
 
 
@@ -129,7 +132,7 @@ class LookupState:
     """Drafts for prompt-lookup decoding, with an adaptive draft length.
 
     A draft is the continuation of the earlier occurrence that shares the longest context
-    with the end of the history (at least 2 tokens, compared up to 8). Verifying k drafted
+    with the end of the history (at least 3 tokens, compared up to 8). Verifying k drafted
     tokens costs one forward pass over k+1 rows. With OpenBLAS that costs about twice a one-row pass for any k+1 from 2 to ~9 (a matrix-matrix product
     packs the weights; a matrix-vector product streams them once), so a draft is always as
     long as that flat region allows (8), grows to 16 while drafts are accepted whole, and
