@@ -115,7 +115,9 @@ flops = 2 * 256 * sum(w.shape[0] * w.shape[1] for w in mats)
 # prompt attends to `ctx` positions on average; time our attention op alone for one token
 # through every layer (fresh K/V arrays per layer, as in the real cache, no model code).
 from assistant.core.ops import attention
+from assistant.core.transformer import attention_scale
 a = m.net.args
+scale = attention_scale(a.head_dim)
 ctx = int(sys.argv[2])
 rng = np.random.default_rng(1)
 kv = [(rng.standard_normal((a.n_kv_heads, ctx, a.head_dim)).astype(np.float32),
@@ -125,7 +127,7 @@ att = 1e9
 for _ in range(10):
     t = time.perf_counter()
     for k, v in kv:
-        attention(q, k, v, ctx - 1, 0.125)
+        attention(q, k, v, ctx - 1, scale)
     att = min(att, time.perf_counter() - t)
 print(json.dumps({"floor_ms": one * 1000, "floor_tps": 1 / one, "four_rows_ratio": four / one,
                   "prefill_floor_tps": 256 / best, "sgemm_gflops": flops / best / 1e9,

@@ -38,9 +38,9 @@ def free_port() -> int:
 def rss_mb(pid: int) -> dict[str, float]:
     """The process's resident memory in MB: total, anonymous (heap, stacks, arrays) and file-backed.
 
-    File-backed pages are mostly the mmapped GGUF: rows of the quantized token embedding become
-    resident as new token ids are first looked up, so that part grows, ever slower, up to the
-    embedding's size. It is page cache the kernel can drop, not memory the process holds.
+    File-backed pages are mostly the mmapped GGUF's token embedding, faulted in once after the
+    weights are prepared (before that was done, rows became resident as new token ids first
+    appeared, and this part grew, ever slower, up to the embedding's size).
     """
     out = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
     with open(f"/proc/{pid}/status") as f:

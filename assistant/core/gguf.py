@@ -478,27 +478,41 @@ class GGUFFile:
     def architecture(self) -> str:
         return self.get_str("general.architecture", "")
 
-    def release_pages(self) -> None:
-        """Tell the kernel we are done with the mapped pages read so far (they are clean
-        file pages: dropping them frees memory, and touching them again re-reads the file)."""
-        try:
-            self._map.madvise(mmap.MADV_DONTNEED)
-        except (AttributeError, OSError, ValueError):
-            pass
-
-    def release_tensor(self, name: str) -> None:
-        """:meth:`release_pages` for one tensor's bytes, once it has been prepared: preparing
-        a model then never holds the whole file and all prepared weights at once."""
+    def _page_span(self, name: str) -> tuple[int, int] | None:
+        """The page-aligned byte range of the mapping holding tensor ``name``."""
         info = self.tensors.get(name)
         if info is None:
-            return
+            return None
         page = mmap.PAGESIZE
         start = info.offset // page * page
         end = min(len(self._map), -(-(info.offset + info.n_bytes) // page) * page)
+        return start, end
+
+    def _drop(self, start: int, end: int) -> None:
+        if end <= start:
+            return
         try:
             self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
         except (AttributeError, OSError, ValueError):
             pass
+
+    def release_pages(self, keep: str = "") -> None:
+        """Tell the kernel we are done with the mapped pages read so far (they are clean
+        file pages: dropping them frees memory, and touching them again re-reads the file),
+        except those of tensor ``keep``."""
+        span = self._page_span(keep) if keep else None
+        if span is None:
+            self._drop(0, len(self._map))
+        else:
+            self._drop(0, span[0])
+            self._drop(span[1], len(self._map))
+
+    def release_tensor(self, name: str) -> None:
+        """:meth:`release_pages` for one tensor's bytes, once it has been prepared: preparing
+        a model then never holds the whole file and all prepared weights at once."""
+        span = self._page_span(name)
+        if span is not None:
+            self._drop(*span)
 
     def touch_tensor(self, name: str) -> None:
         """Fault in every page of one tensor's bytes now (one read per page).
@@ -507,11 +521,9 @@ class GGUFFile:
         its pages resident from the start, resident memory does not creep upward as each new
         token id's row is first looked up.
         """
-        info = self.tensors.get(name)
-        if info is None:
-            return
-        start = info.offset // mmap.PAGESIZE * mmap.PAGESIZE
-        np.bitwise_or.reduce(self._bytes[start:info.offset + info.n_bytes:mmap.PAGESIZE])
+        span = self._page_span(name)
+        if span is not None:
+            np.bitwise_or.reduce(self._bytes[span[0]:span[1]:mmap.PAGESIZE])
 
     # ----------------------------------------------------------------- tensor access
     def tensor_info(self, name: str) -> TensorInfo:

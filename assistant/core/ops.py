@@ -100,8 +100,8 @@ def rope_inv_freq(head_dim: int, n_rot: int, base: float, freq_scale: float,
 
 
 # Up to this head size, decoding rotates with a (head_dim, head_dim) matrix product: for
-# 64 it is three times faster than the elementwise form; at 256 (Gemma) the 256 KB matrix
-# makes it slower.
+# 64 it takes half the time of the elementwise form (7.6 vs 16.1 us for 12 heads); at 256
+# (Gemma) the 256 KB matrix makes it slower.
 ROPE_MATRIX_MAX_DIM: Final = 128
 
 

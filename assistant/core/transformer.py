@@ -197,9 +197,12 @@ class Transformer:
         # except the embedding's, which every lookup reads. In speed mode, fault those in
         # once now, or a long-running server's resident memory creeps up as new token ids
         # appear; lean mode leaves them to be read on demand (clean pages the kernel may drop).
-        self.f.release_pages()
         if self.memory == "speed":
+            self.f.release_pages(keep="token_embd.weight")
+            # Fault them in: a tied head dropped them after dequantizing; an untied model never read them.
             self.f.touch_tensor("token_embd.weight")
+        else:
+            self.f.release_pages()
 
     def new_cache(self, n_ctx: int) -> KVCache:
         a = self.args
