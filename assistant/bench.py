@@ -3,6 +3,11 @@
 Each measurement runs ``reps`` times and reports the median and the spread (min..max).
 "Cold start to first token" is measured in a fresh process (interpreter start, imports,
 model open, a 16-token prompt, one generated token).
+
+In speed mode each decode repetition is followed by the float32 floor: the same number of
+passes of bare matrix-vector products over this model's prepared weights (no attention,
+no norms, no sampling). Timing both in one process, back to back, with the same statistic
+makes ``decode_vs_floor`` a fair ratio on a machine whose speed drifts between runs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def floor_tps(model: Model, passes: int) -> float:
+    """Tokens per second of ``passes`` forward passes made of nothing but the model's
+    matrix-vector products (one random row through every prepared weight matrix)."""
+    mats = [lin.w for lin in model.net.linears()]
+    rng = np.random.default_rng(0)
+    rows = {w.shape[0]: rng.standard_normal((1, w.shape[0])).astype(np.float32) for w in mats}
+    t = time.perf_counter()
+    for _ in range(passes):
+        for w in mats:
+            rows[w.shape[0]] @ w
+    return passes / (time.perf_counter() - t)
+
+
 def _summary(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
@@ -55,6 +73,7 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
     prepare_s = time.perf_counter() - t1
     prefill: list[float] = []
     decode: list[float] = []
+    floor: list[float] = []
     for _ in range(reps):
         model.reset()
         # Plain one-token-at-a-time decoding: prompt-lookup drafting is measured separately
@@ -67,6 +86,8 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
                 stats = piece.stats
         prefill.append(n_prompt / stats["prefill_s"])
         decode.append(stats["generated_tokens"] / stats["decode_s"])
+        if memory == "speed":
+            floor.append(floor_tps(model, n_gen))
     # Prompt cache: turn 2 of a chat with a ~1,000-token history reuses the cached prefix.
     history = [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=1000)]
     turn2 = history + [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=20)]
@@ -92,6 +113,8 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         "first_token_s": round(statistics.median(cold), 3) if cold else None,
         "prefill_tps": round(statistics.median(prefill), 2), "prefill_spread": [round(min(prefill), 2), round(max(prefill), 2)],
         "decode_tps": round(statistics.median(decode), 2), "decode_spread": [round(min(decode), 2), round(max(decode), 2)],
+        "floor_tps": round(statistics.median(floor), 2) if floor else None,
+        "decode_vs_floor": round(statistics.median(d / f for d, f in zip(decode, floor)), 3) if floor else None,
         "turn2_first_token_s": round(first_token["cached"], 4), "full_reprefill_s": round(first_token["full"], 4),
         "prompt_cache_ratio": round(first_token["cached"] / first_token["full"], 4),
         "peak_rss_mb": round(peak_rss_mb(), 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),

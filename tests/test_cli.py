@@ -122,3 +122,19 @@ def test_terminal_chat(smollm2_path):
     assert "Tokyo" in out.stdout
     assert "\n5\n" in out.stdout or "> 5" in out.stdout
     assert "(system prompt set)" in out.stdout and "(conversation cleared)" in out.stdout
+
+
+@pytest.mark.real_model
+def test_bench_json_reports_every_figure_and_the_paired_floor(smollm2_path):
+    out = json.loads(cli("bench", "-m", "smollm2", "--prompt", "32", "--gen", "8", "--reps", "2", "--json").stdout)
+    for key in ("load_s", "first_token_s", "prefill_tps", "decode_tps", "peak_rss_mb", "compiled", "floor_tps"):
+        assert out[key] is not None, key
+    assert out["prefill_tps"] > 0 and out["decode_tps"] > 0 and out["floor_tps"] > 0
+    assert 0 < out["first_token_s"] < 60 and out["peak_rss_mb"] > 100
+    lo, hi = out["decode_spread"]
+    assert lo <= out["decode_tps"] <= hi
+    # Decoding does every product of the floor plus attention, norms and sampling: it
+    # cannot be much faster than the bare products timed right after it.
+    assert 0 < out["decode_vs_floor"] < 1.3
+    assert 0 < out["prompt_cache_ratio"] < 1
+    assert out["blas"] and out["n_prompt"] == 32 and out["n_gen"] == 8

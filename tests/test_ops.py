@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from assistant.core.ops import Rope, rms_norm
+from assistant.core.ops import Rope, attention, rms_norm
 
 
 def test_single_row_rms_norm_matches_the_batched_one():
@@ -31,3 +33,38 @@ def test_rotation_matrix_path_matches_elementwise_rope():
             np.testing.assert_allclose(one[:, 0], whole[:, t], rtol=1e-5, atol=1e-5)
         same = rope.apply(x[:, :3].copy(), 120, same_position=True)  # parallel rows at one position
         np.testing.assert_allclose(same[:, 2], rope.apply(x[:, 2:3].copy(), 120)[:, 0], rtol=1e-6, atol=1e-6)
+
+
+def _reference_attention(q, k, v, pos, scale, window=0):
+    """Plain float64 causal grouped-query attention, one query row at a time."""
+    n_heads, t, hd = q.shape
+    group = n_heads // k.shape[0]
+    out = np.zeros((t, n_heads, hd))
+    for h in range(n_heads):
+        kh, vh = k[h // group].astype(np.float64), v[h // group].astype(np.float64)
+        for i in range(t):
+            p = pos + i
+            lo = max(0, p - window + 1) if window else 0
+            s = kh[lo:p + 1] @ q[h, i].astype(np.float64) * scale
+            w = np.exp(s - s.max())
+            out[i, h] = (w / w.sum()) @ vh[lo:p + 1]
+    return out.reshape(t, n_heads * hd)
+
+
+def test_attention_matches_a_float64_reference():
+    """Causal grouped-query attention, with and without a sliding window, for a prompt
+    chunk after cached positions and for one decoding row (whose query groups of 2-3
+    heads are padded to 4 rows for BLAS)."""
+    rng = np.random.default_rng(3)
+    for n_heads, n_kv, hd, pos, t, window in (
+            (6, 2, 16, 40, 200, 0), (4, 1, 32, 10, 90, 37),  # prompt chunks
+            (6, 3, 16, 99, 1, 0), (9, 3, 16, 50, 1, 0), (6, 2, 16, 60, 1, 20),  # decoding rows padded to 4
+            (14, 2, 16, 30, 1, 0), (4, 4, 16, 30, 1, 0)):  # 7 and 1 rows: not padded
+        s = pos + t
+        q = rng.standard_normal((n_heads, t, hd)).astype(np.float32)
+        k = rng.standard_normal((n_kv, s, hd)).astype(np.float32)
+        v = rng.standard_normal((n_kv, s, hd)).astype(np.float32)
+        got = attention(q, k, v, pos, 1 / math.sqrt(hd), window)
+        assert got.dtype == np.float32 and got.shape == (t, n_heads * hd)
+        np.testing.assert_allclose(got, _reference_attention(q, k, v, pos, 1 / math.sqrt(hd), window),
+                                   rtol=2e-5, atol=2e-5)

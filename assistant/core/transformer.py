@@ -137,6 +137,11 @@ class Block:
         """Bytes held by this layer's prepared weights."""
         raise NotImplementedError
 
+    def linears(self) -> list[Linear]:
+        """This layer's matrix products, in the order one token runs them (benchmarks time
+        them bare, as the float32 floor)."""
+        raise NotImplementedError
+
 
 class Transformer:
     """Embedding, blocks (built lazily on first use), final norm and output head."""
@@ -283,6 +288,14 @@ class Transformer:
         if last.shape[0] == 0:
             return np.zeros((0, self.args.n_vocab), dtype=np.float32)
         return self.head()(last)
+
+    def linears(self) -> list[Linear]:
+        """Every matrix product of one token's forward pass, in order, the head last."""
+        out: list[Linear] = []
+        for layer in range(self.args.n_layers):
+            out.extend(self.block(layer).linears())
+        out.append(self.head())
+        return out
 
     @property
     def weight_bytes(self) -> int:

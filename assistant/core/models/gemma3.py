@@ -74,6 +74,9 @@ class Gemma3Block(Block):
         y = self.down(geglu(gu, f))
         return x + rms_norm(y, self.post_ffn_norm, self.eps)
 
+    def linears(self) -> list[Linear]:
+        return [self.qkv, self.wo, self.gate_up, self.down]
+
     def nbytes(self) -> int:
         return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.down.nbytes
 

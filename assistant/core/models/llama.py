@@ -68,6 +68,9 @@ class LlamaBlock(Block):
         f = self.ffn_dim
         return x + self.down(swiglu(gu, f))
 
+    def linears(self) -> list[Linear]:
+        return [self.qkv, self.wo, self.gate_up, self.down]
+
     def nbytes(self) -> int:
         return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.down.nbytes + int(self.attn_norm.nbytes) * 2
 
