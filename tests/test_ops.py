@@ -52,12 +52,12 @@ def _reference_attention(q, k, v, pos, scale, window=0):
 
 
 def test_attention_matches_a_float64_reference():
-    """Causal grouped-query attention, with and without a sliding window, for a prompt
-    chunk after cached positions and for one decoding row (whose query groups of 2-3
-    heads are padded to 4 rows for BLAS)."""
+    """Causal grouped-query attention, with and without a sliding window, for prompt
+    chunks after cached positions (computed in row blocks, each against only the keys it
+    can see) and for one decoding row (query groups of 2-3 heads padded to 4 rows)."""
     rng = np.random.default_rng(3)
     for n_heads, n_kv, hd, pos, t, window in (
-            (6, 2, 16, 40, 200, 0), (4, 1, 32, 10, 90, 37),  # prompt chunks
+            (6, 2, 16, 40, 200, 0), (4, 1, 32, 10, 90, 37), (4, 1, 16, 100, 130, 50),  # prompt chunks, row blocks
             (6, 3, 16, 99, 1, 0), (9, 3, 16, 50, 1, 0), (6, 2, 16, 60, 1, 20),  # decoding rows padded to 4
             (14, 2, 16, 30, 1, 0), (4, 4, 16, 30, 1, 0)):  # 7 and 1 rows: not padded
         s = pos + t

@@ -181,25 +181,37 @@ def neox_permutation(n_heads: int, head_dim: int) -> npt.NDArray[np.intp]:
     return out
 
 
-# The last additive mask built, with its key: every layer of a prefill chunk needs the same
-# one. Stored as one tuple so threads running different models never pair a key with
-# another thread's mask.
-_last_mask: list[tuple[tuple[int, int, int, int], F32]] = [((-1, -1, -1, -1), np.zeros((0, 0), dtype=np.float32))]
+# Additive masks already built: every layer of a prefill chunk needs the same ones. Each
+# entry is immutable once stored, so threads running different models may share them.
+_masks: dict[tuple[int, int, int, int, int], F32] = {}
+_MASKS_KEPT: Final = 32
+
+# Prompt chunks attend in blocks of this many query rows, each against only the keys its
+# rows can see (causal, and within a sliding window): a 256-token chunk at the start of a
+# prompt then computes 3/4 of the scores (and their exp), one after 256 cached tokens 7/8.
+# One layer's attention over a 512-token prompt's two chunks, interleaved in one process,
+# blocks of 256 rows (none) vs 128: SmolLM2 11.2 -> 9.8 ms, Qwen2 19.8 -> 16.3, Gemma 3
+# 9.4 -> 8.8 (its 256-wide heads spend more in the products than in softmax); 64-row
+# blocks were within 4% of 128.
+ATTENTION_ROW_BLOCK: Final = 128
 
 
-def _additive_mask(pos: int, t: int, s: int, window: int) -> F32:
-    """``(T, S)`` 0 / -inf: query ``pos + i`` sees keys ``<= pos + i`` (within ``window``)."""
-    key = (pos, t, s, window)
-    last_key, last = _last_mask[0]
-    if last_key == key:
-        return last
+def _additive_mask(pos: int, t: int, k0: int, s: int, window: int) -> F32:
+    """``(T, S)`` 0 / -inf for queries at ``pos ..`` and keys at ``k0 .. k0+S-1``: query
+    ``p`` sees keys ``<= p`` (and ``> p - window`` when ``window`` > 0)."""
+    key = (pos, t, k0, s, window)
+    mask = _masks.get(key)
+    if mask is not None:
+        return mask
     qpos = np.arange(pos, pos + t)[:, None]
-    kpos = np.arange(s)[None, :]
+    kpos = np.arange(k0, k0 + s)[None, :]
     masked = kpos > qpos
     if window > 0:
         masked = masked | (qpos - kpos >= window)
-    mask: F32 = np.where(masked, NEG_INF, np.float32(0))  # float32 already: no second copy
-    _last_mask[0] = (key, mask)
+    mask = np.where(masked, NEG_INF, np.float32(0))  # float32 already: no second copy
+    if len(_masks) >= _MASKS_KEPT:
+        _masks.clear()
+    _masks[key] = mask
     return mask
 
 
@@ -210,6 +222,20 @@ def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -
     head_dim)`` for positions ``0 .. S-1`` (S = pos + T). ``window`` > 0 limits each query
     to the last ``window`` keys (sliding-window layers). Returns ``(T, n_heads * head_dim)``.
     """
+    n_heads, t, hd = q.shape
+    if t <= ATTENTION_ROW_BLOCK:
+        k0 = max(0, pos - window + 1) if window > 0 else 0  # keys before k0: outside every row's window
+        return _attend_keys(q, k[:, k0:], v[:, k0:], pos, k0, scale, window)
+    out = np.empty((t, n_heads * hd), dtype=np.float32)
+    for r0 in range(0, t, ATTENTION_ROW_BLOCK):
+        r1 = min(t, r0 + ATTENTION_ROW_BLOCK)
+        k0 = max(0, pos + r0 - window + 1) if window > 0 else 0
+        out[r0:r1] = _attend_keys(q[:, r0:r1], k[:, k0:pos + r1], v[:, k0:pos + r1], pos + r0, k0, scale, window)
+    return out
+
+
+def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window: int) -> F32:
+    """:func:`attention` for queries at ``pos ..`` against the keys at ``k0 .. pos+T-1``."""
     n_heads, t, hd = q.shape
     n_kv = k.shape[0]
     s = k.shape[1]
@@ -229,10 +255,9 @@ def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -
         qg = qg * np.float32(scale)
     scores = np.matmul(qg, k.transpose(0, 2, 1))  # (n_kv, rows + pad, S); padded rows score 0
     live = scores[:, :rows].reshape(n_kv, group, t, s)  # a view: t == 1 only inserts an axis
-    use_mask = t > 1 or (window > 0 and s > window)
-    if use_mask:
+    if t > 1 or k0 > 0 or (window > 0 and s > window):
         # One broadcast add of 0 / -inf: ~4x faster than boolean-mask assignment.
-        live += _additive_mask(pos, t, s, window)
+        live += _additive_mask(pos, t, k0, s, window)
     softmax_inplace(live)
     out = np.matmul(scores, v)  # (n_kv, rows + pad, hd); padded rows are 0 * V
     if t == 1:
