@@ -68,3 +68,31 @@ def test_attention_matches_a_float64_reference():
         assert got.dtype == np.float32 and got.shape == (t, n_heads * hd)
         np.testing.assert_allclose(got, _reference_attention(q, k, v, pos, 1 / math.sqrt(hd), window),
                                    rtol=2e-5, atol=2e-5)
+
+
+def test_gated_activations_match_float64_without_overflow_warnings():
+    """GELU runs as x / (1 + exp(-2z)), the same function as 0.5 x (1 + tanh(z)), and SiLU
+    as x / (1 + exp(-x)); huge negative inputs must give -0, not warnings or NaN."""
+    import warnings
+
+    from assistant.core.ops import gelu_tanh, swiglu
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, 300)) * 4).astype(np.float32)
+    x[0, :8] = [-1e4, -100, -30, -10, 0, 10, 100, 1e4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = gelu_tanh(x)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        ref = 0.5 * x64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    up = rng.standard_normal(x.shape).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        silu = swiglu(np.concatenate([x, up], axis=1), x.shape[1])
+    with np.errstate(over="ignore"):
+        ref = x64 / (1 + np.exp(-x64)) * up
+    assert np.isfinite(silu).all()
+    np.testing.assert_allclose(silu, ref, rtol=1e-6, atol=1e-6)

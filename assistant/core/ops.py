@@ -17,9 +17,9 @@ F32 = npt.NDArray[np.float32]
 
 _ONE: Final = np.float32(1.0)
 NEG_INF: Final = np.float32(-np.inf)
-_GELU_C: Final = np.float32(math.sqrt(2.0 / math.pi))
-_GELU_K: Final = np.float32(0.044715)
-_HALF: Final = np.float32(0.5)
+_GELU_A: Final = np.float32(-2.0 * math.sqrt(2.0 / math.pi) * 0.044715)
+_GELU_B: Final = np.float32(-2.0 * math.sqrt(2.0 / math.pi))
+_EXP_MAX: Final = np.float32(88.0)
 
 
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
@@ -48,6 +48,7 @@ def swiglu(gu: F32, f: int) -> F32:
     """
     g = gu[:, :f]
     out = np.negative(g)
+    np.minimum(out, _EXP_MAX, out=out)  # past exp(88), silu(g) is -0 to float32 anyway: no overflow
     np.exp(out, out=out)
     out += _ONE
     np.divide(g, out, out=out)
@@ -63,16 +64,23 @@ def geglu(gu: F32, f: int) -> F32:
 
 
 def gelu_tanh(x: F32) -> F32:
-    """GELU with the tanh approximation (ggml's ``gelu``)."""
+    """GELU with the tanh approximation (ggml's ``gelu``).
+
+    ``0.5 x (1 + tanh(z))`` is computed as the identical ``x / (1 + exp(-2z))``: numpy's
+    float32 ``exp`` costs 2.5 ns per element here against ``tanh``'s 4, and the form needs
+    7 passes instead of 9 (plus a clamp). On a (256, 2048) prompt chunk: 3.16 -> 1.93 ms,
+    the same largest error against float64 (5e-7); a whole Gemma 3 prefill of 512 tokens,
+    interleaved in one process: 1.03x.
+    """
     inner = x * x
-    inner *= x
-    inner *= _GELU_K
-    inner += x
-    inner *= _GELU_C
-    np.tanh(inner, out=inner)
+    inner *= _GELU_A
+    inner += _GELU_B
+    inner *= x  # -2z = -2 sqrt(2/pi) (x + 0.044715 x^3)
+    # exp(88) is near float32's largest; past it GELU is -0 to float32 anyway (x <= -10).
+    np.minimum(inner, _EXP_MAX, out=inner)
+    np.exp(inner, out=inner)
     inner += _ONE
-    inner *= x
-    inner *= _HALF
+    np.divide(x, inner, out=inner)
     return inner
 
 
