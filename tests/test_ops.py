@@ -96,3 +96,19 @@ def test_gated_activations_match_float64_without_overflow_warnings():
         ref = x64 / (1 + np.exp(-x64)) * up
     assert np.isfinite(silu).all()
     np.testing.assert_allclose(silu, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_attention_masks_cached_for_long_prompts_stay_bounded():
+    """Every layer of a chunk reuses its masks, but a long prompt's masks (one per row
+    block and chunk) must not pile up."""
+    from assistant.core import ops
+
+    rng = np.random.default_rng(6)
+    n_ctx, hd = 6000, 8
+    k = rng.standard_normal((1, n_ctx, hd)).astype(np.float32)
+    v = rng.standard_normal((1, n_ctx, hd)).astype(np.float32)
+    for pos in range(0, n_ctx - 256, 256):
+        q = rng.standard_normal((2, 256, hd)).astype(np.float32)
+        attention(q, k[:, :pos + 256], v[:, :pos + 256], pos, 0.3)
+        held = sum(m.nbytes for m in list(ops._masks.values()))
+        assert held <= 8 << 20, (pos, held)

@@ -197,8 +197,9 @@ def neox_permutation(n_heads: int, head_dim: int) -> npt.NDArray[np.intp]:
 
 # Additive masks already built: every layer of a prefill chunk needs the same ones. Each
 # entry is immutable once stored, so threads running different models may share them.
+# Bounded in bytes: a mask is (rows, keys) float32, 4 MB for 128 rows after 8K tokens.
 _masks: dict[tuple[int, int, int, int, int], F32] = {}
-_MASKS_KEPT: Final = 32
+_MASK_CACHE_BYTES: Final = 8 << 20
 
 # Prompt chunks attend in blocks of this many query rows, each against only the keys its
 # rows can see (causal, and within a sliding window): a 256-token chunk at the start of a
@@ -223,7 +224,8 @@ def _additive_mask(pos: int, t: int, k0: int, s: int, window: int) -> F32:
     if window > 0:
         masked = masked | (qpos - kpos >= window)
     mask = np.where(masked, NEG_INF, np.float32(0))  # float32 already: no second copy
-    if len(_masks) >= _MASKS_KEPT:
+    held = list(_masks.values())  # a snapshot: another thread may be adding to the dict
+    if sum(int(m.nbytes) for m in held) + int(mask.nbytes) > _MASK_CACHE_BYTES:
         _masks.clear()
     _masks[key] = mask
     return mask
