@@ -6,8 +6,10 @@ model open, a 16-token prompt, one generated token).
 
 In speed mode each decode repetition is followed by the float32 floor: the same number of
 passes of bare matrix-vector products over this model's prepared weights (no attention,
-no norms, no sampling). Timing both in one process, back to back, with the same statistic
-makes ``decode_vs_floor`` a fair ratio on a machine whose speed drifts between runs.
+no norms, no sampling), then the same with the attention op over the decode's average
+context between each layer's products. Timing them in one process, back to back, with the
+same statistic makes ``decode_vs_floor`` and ``decode_vs_floor_attention`` fair ratios on
+a machine whose speed drifts between runs.
 """
 
 from __future__ import annotations
@@ -42,16 +44,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def floor_tps(model: Model, passes: int) -> float:
+def floor_tps(model: Model, passes: int, attention_ctx: int = 0) -> float:
     """Tokens per second of ``passes`` forward passes made of nothing but the model's
-    matrix-vector products (one random row through every prepared weight matrix)."""
-    mats = [lin.w for lin in model.net.linears()]
+    matrix-vector products (one random row through every prepared weight matrix).
+
+    With ``attention_ctx``, each layer also runs the attention op for one query over that
+    many cached positions (random keys and values, one cache per layer as in decoding),
+    between its q/k/v and output products: the floor plus the one other cost that grows
+    with the context, with the weights evicting the cache from CPU caches as they do.
+    """
+    from .core.ops import attention
+    from .core.transformer import attention_scale
+
+    net = model.net
+    a = net.args
+    layers = [[lin.w for lin in net.block(i).linears()] for i in range(a.n_layers)]
+    head = net.head().w
     rng = np.random.default_rng(0)
-    rows = {w.shape[0]: rng.standard_normal((1, w.shape[0])).astype(np.float32) for w in mats}
+    rows = {w.shape[0]: rng.standard_normal((1, w.shape[0])).astype(np.float32)
+            for w in [head] + [w for ws in layers for w in ws]}
+    kv = [(rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32),
+           rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32))
+          for _ in range(a.n_layers if attention_ctx > 0 else 0)]
+    q = rng.standard_normal((a.n_heads, 1, a.head_dim)).astype(np.float32)
+    scale = attention_scale(a.head_dim)
     t = time.perf_counter()
     for _ in range(passes):
-        for w in mats:
-            rows[w.shape[0]] @ w
+        for layer, ws in enumerate(layers):
+            for j, w in enumerate(ws):
+                rows[w.shape[0]] @ w
+                if j == 0 and kv:
+                    k, v = kv[layer]
+                    attention(q, k, v, attention_ctx - 1, scale)
+        rows[head.shape[0]] @ head
     return passes / (time.perf_counter() - t)
 
 
@@ -74,6 +99,7 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
     prefill: list[float] = []
     decode: list[float] = []
     floor: list[float] = []
+    floor_att: list[float] = []
     for _ in range(reps):
         model.reset()
         # Plain one-token-at-a-time decoding: prompt-lookup drafting is measured separately
@@ -88,6 +114,7 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         decode.append(stats["generated_tokens"] / stats["decode_s"])
         if memory == "speed":
             floor.append(floor_tps(model, n_gen))
+            floor_att.append(floor_tps(model, n_gen, n_prompt + n_gen // 2))
     # Prompt cache: turn 2 of a chat with a ~1,000-token history reuses the cached prefix.
     history = [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=1000)]
     turn2 = history + [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=20)]
@@ -115,6 +142,9 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         "decode_tps": round(statistics.median(decode), 2), "decode_spread": [round(min(decode), 2), round(max(decode), 2)],
         "floor_tps": round(statistics.median(floor), 2) if floor else None,
         "decode_vs_floor": round(statistics.median(d / f for d, f in zip(decode, floor)), 3) if floor else None,
+        "floor_attention_tps": round(statistics.median(floor_att), 2) if floor_att else None,
+        "decode_vs_floor_attention": (round(statistics.median(d / f for d, f in zip(decode, floor_att)), 3)
+                                      if floor_att else None),
         "turn2_first_token_s": round(first_token["cached"], 4), "full_reprefill_s": round(first_token["full"], 4),
         "prompt_cache_ratio": round(first_token["cached"] / first_token["full"], 4),
         "peak_rss_mb": round(peak_rss_mb(), 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),

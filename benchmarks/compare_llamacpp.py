@@ -278,6 +278,8 @@ def main() -> None:
     print(f"attention alone (our op, {floor['attention_ctx']} cached positions, every layer): "
           f"{floor['attention_ms']:.1f} ms/token; floor + attention = {with_attention:.1f} tok/s; "
           f"decode (speed) / that: {speed['decode_tps'] / with_attention:.2f}")
+    print(f"products + attention op, in sequence, {args.prompt + args.gen // 2} cached positions (paired, bench process): "
+          f"{speed['floor_attention_tps']:.1f} tok/s; decode (speed) / that: {speed['decode_vs_floor_attention']:.2f}")
     print(f"decode (speed) / float32 floor: {speed['decode_vs_floor']:.2f} paired in one process "
           f"({speed['decode_tps'] / floor['floor_tps']:.2f} against the best single pass); "
           f"lookup accepted {rewrite.get('accepted', 0):.0f} drafted tokens; lookup/plain {rewrite['lookup'] / rewrite['plain']:.2f}x")
