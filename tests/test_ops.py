@@ -58,6 +58,7 @@ def test_attention_matches_a_float64_reference():
     rng = np.random.default_rng(3)
     for n_heads, n_kv, hd, pos, t, window in (
             (6, 2, 16, 40, 200, 0), (4, 1, 32, 10, 90, 37), (4, 1, 16, 100, 130, 50),  # prompt chunks, row blocks
+            (4, 1, 16, 300, 200, 150),  # window band and causal triangle masked apart
             (6, 3, 16, 99, 1, 0), (9, 3, 16, 50, 1, 0), (6, 2, 16, 60, 1, 20),  # decoding rows padded to 4
             (14, 2, 16, 30, 1, 0), (4, 4, 16, 30, 1, 0)):  # 7 and 1 rows: not padded
         s = pos + t
