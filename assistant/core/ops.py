@@ -54,7 +54,8 @@ def swiglu(gu: F32, f: int) -> F32:
     """
     g = gu[:, :f]
     out = np.negative(g)
-    np.minimum(out, _EXP_MAX, out=out)  # past exp(88), silu(g) is -0 to float32 anyway: no overflow
+    # Clamped: for g < -88, silu(g) is below 1e-36 in magnitude either way, and exp stays finite.
+    np.minimum(out, _EXP_MAX, out=out)
     np.exp(out, out=out)
     out += _ONE
     np.divide(g, out, out=out)
@@ -82,7 +83,8 @@ def gelu_tanh(x: F32) -> F32:
     inner *= _GELU_A
     inner += _GELU_B
     inner *= x  # -2z = -2 sqrt(2/pi) (x + 0.044715 x^3)
-    # exp(88) is near float32's largest; past it GELU is -0 to float32 anyway (x <= -10).
+    # exp(88) is near float32's largest: clamped there (x below about -10), GELU is below
+    # 1e-36 in magnitude either way, and exp stays finite.
     np.minimum(inner, _EXP_MAX, out=inner)
     np.exp(inner, out=inner)
     inner += _ONE
@@ -271,7 +273,8 @@ def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window
         qg = qg * np.float32(scale)
     scores = np.matmul(qg, k.transpose(0, 2, 1))  # (n_kv, rows + pad, S); padded rows score 0
     live = scores[:, :rows].reshape(n_kv, group, t, s)  # a view: t == 1 only inserts an axis
-    if t > 1 or k0 > 0 or (window > 0 and s > window):
+    # Decoding rows get only their window's keys (see attention), so they need no mask.
+    if t > 1 or (window > 0 and s > window):
         # One broadcast add of 0 / -inf: ~4x faster than boolean-mask assignment.
         live += _additive_mask(pos, t, k0, s, window)
     softmax_inplace(live)
