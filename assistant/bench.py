@@ -44,9 +44,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def floor_tps(model: Model, passes: int, attention_ctx: int = 0) -> float:
-    """Tokens per second of ``passes`` forward passes made of nothing but the model's
-    matrix-vector products (one random row through every prepared weight matrix).
+def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) -> float:
+    """Passes per second of ``passes`` forward passes made of nothing but the model's
+    matrix-vector products (``rows`` random rows through every prepared weight matrix).
 
     With ``attention_ctx``, each layer also runs the attention op for one query over that
     many cached positions (random keys and values, one cache per layer as in decoding),
@@ -61,8 +61,8 @@ def floor_tps(model: Model, passes: int, attention_ctx: int = 0) -> float:
     layers = [[lin.w for lin in net.block(i).linears()] for i in range(a.n_layers)]
     head = net.head().w
     rng = np.random.default_rng(0)
-    rows = {w.shape[0]: rng.standard_normal((1, w.shape[0])).astype(np.float32)
-            for w in [head] + [w for ws in layers for w in ws]}
+    xs = {w.shape[0]: rng.standard_normal((rows, w.shape[0])).astype(np.float32)
+          for w in [head] + [w for ws in layers for w in ws]}
     kv = [(rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32),
            rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32))
           for _ in range(a.n_layers if attention_ctx > 0 else 0)]
@@ -72,11 +72,11 @@ def floor_tps(model: Model, passes: int, attention_ctx: int = 0) -> float:
     for _ in range(passes):
         for layer, ws in enumerate(layers):
             for j, w in enumerate(ws):
-                rows[w.shape[0]] @ w
+                xs[w.shape[0]] @ w
                 if j == 0 and kv:
                     k, v = kv[layer]
                     attention(q, k, v, attention_ctx - 1, scale)
-        rows[head.shape[0]] @ head
+        xs[head.shape[0]] @ head
     return passes / (time.perf_counter() - t)
 
 

@@ -33,7 +33,8 @@ import numpy as np
 t0 = time.perf_counter()
 from llama_cpp import Llama
 path, n_prompt, n_gen, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rewrite = json.loads(sys.argv[5])
+rewrite = json.loads(sys.argv[5])  # [] skips the rewrite task
+reps = int(sys.argv[6]) if len(sys.argv) > 6 else 3  # 1 for a paired round
 llm = Llama(model_path=path, n_ctx=max(2048, n_prompt + n_gen + 16), n_threads=threads, n_threads_batch=threads,
             n_batch=512, verbose=False)
 load_s = time.perf_counter() - t0
@@ -52,14 +53,14 @@ def run(prompt, n_gen):
     return prefill, time.perf_counter() - t
 res = {"load_s": load_s}
 pf, dc = [], []
-for _ in range(3):  # the median of 3, as `assistant bench` reports ours
+for _ in range(reps):  # the median of 3, as `assistant bench` reports ours
     a, b = run(prompt, n_gen)
     pf.append(n_prompt / a); dc.append(n_gen / b)
 res["prefill_tps"] = float(np.median(pf)); res["decode_tps"] = float(np.median(dc))
-a, b = run(rewrite, n_gen)
-res["rewrite_decode_tps"] = n_gen / b
+if rewrite:
+    a, b = run(rewrite, n_gen)
+    res["rewrite_decode_tps"] = n_gen / b
 res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-t0 = time.perf_counter()
 print(json.dumps(res))
 '''
 
@@ -81,25 +82,6 @@ for p in m.generate(prompt, GenerationSettings(max_tokens=n_gen, ignore_eos=True
     if p.done:
         st = p.stats
 print(json.dumps({"prefill_tps": n_prompt / st["prefill_s"], "decode_tps": st["generated_tokens"] / st["decode_s"]}))
-'''
-
-LLAMA_PAIR = r'''
-import json, sys, time
-import numpy as np
-from llama_cpp import Llama
-path, n_prompt, n_gen, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-llm = Llama(model_path=path, n_ctx=max(2048, n_prompt + n_gen + 16), n_threads=threads, n_threads_batch=threads,
-            n_batch=512, verbose=False)
-prompt = [int(x) for x in np.random.default_rng(0).integers(1000, min(llm.n_vocab(), 30000), size=n_prompt)]
-t = time.perf_counter()
-llm.eval(prompt)
-prefill = time.perf_counter() - t
-n_vocab = llm.n_vocab()
-t = time.perf_counter()
-for _ in range(n_gen):
-    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
-    llm.eval([int(np.argmax(logits))])
-print(json.dumps({"prefill_tps": n_prompt / prefill, "decode_tps": n_gen / (time.perf_counter() - t)}))
 '''
 
 OURS_REWRITE = r'''
@@ -128,24 +110,13 @@ print(json.dumps(out))
 FLOOR = r'''
 import json, sys, time
 import numpy as np
+from assistant.bench import floor_tps
 from assistant.core.engine import Model
 m = Model(sys.argv[1], memory="speed", n_ctx=256)
 m.net.prepare()
-lins = m.net.linears()
-mats = [lin.w for lin in lins[:-1]]
-head = lins[-1].w
-def floor(rows):
-    x = {w.shape[0]: np.random.default_rng(0).standard_normal((rows, w.shape[0])).astype(np.float32)
-         for w in mats + [head]}
-    best = 1e9
-    for _ in range(10):
-        t = time.perf_counter()
-        for w in mats:
-            x[w.shape[0]] @ w
-        x[head.shape[0]] @ head
-        best = min(best, time.perf_counter() - t)
-    return best
-one, four = floor(1), floor(4)
+mats = [lin.w for lin in m.net.linears()[:-1]]
+# The best single pass of 10, with one row and with four rows through every product.
+one, four = (1 / max(floor_tps(m, 1, rows=rows) for _ in range(10)) for rows in (1, 4))
 # Prefill floor: the layers' products for one 256-token chunk (our prefill chunk), no head.
 xs = {w.shape[0]: np.random.default_rng(0).standard_normal((256, w.shape[0])).astype(np.float32) for w in mats}
 best = 1e9
@@ -301,7 +272,7 @@ def main() -> None:
     if ll is not None:
         for _ in range(args.rounds):
             ours_r = sh([sys.executable, "-c", OURS_PAIR, path, str(args.prompt), str(args.gen)])
-            theirs_r = sh([llama_py, "-c", LLAMA_PAIR, path, str(args.prompt), str(args.gen), str(threads)])
+            theirs_r = sh([llama_py, "-c", LLAMA_SNIPPET, path, str(args.prompt), str(args.gen), str(threads), "[]", "1"])
             for key in paired:
                 paired[key].append(ours_r[f"{key}_tps"] / theirs_r[f"{key}_tps"])
             ll.setdefault("paired_prefill_tps", []).append(theirs_r["prefill_tps"])

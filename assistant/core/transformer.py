@@ -134,8 +134,9 @@ class Block:
         raise NotImplementedError
 
     def nbytes(self) -> int:
-        """Bytes held by this layer's prepared weights."""
-        raise NotImplementedError
+        """Bytes held by this layer's prepared weights (its products'; architectures add
+        other tensors they keep)."""
+        return sum(lin.nbytes for lin in self.linears())
 
     def linears(self) -> list[Linear]:
         """This layer's matrix products, in the order one token runs them (benchmarks time

@@ -77,9 +77,6 @@ class Gemma3Block(Block):
     def linears(self) -> list[Linear]:
         return [self.qkv, self.wo, self.gate_up, self.down]
 
-    def nbytes(self) -> int:
-        return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.down.nbytes
-
 
 class Gemma3(Transformer):
     """Gemma 3 (text)."""

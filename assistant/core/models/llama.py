@@ -72,7 +72,7 @@ class LlamaBlock(Block):
         return [self.qkv, self.wo, self.gate_up, self.down]
 
     def nbytes(self) -> int:
-        return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.down.nbytes + int(self.attn_norm.nbytes) * 2
+        return super().nbytes() + int(self.attn_norm.nbytes) * 2
 
 
 class Llama(Transformer):
