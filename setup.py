@@ -11,7 +11,8 @@ from setuptools import setup
 COMPILED = sorted(
     str(p)
     for p in Path("assistant/core").rglob("*.py")
-    if p.name != "__init__.py"
+    # numba compiles the kernels from their Python source, not from mypyc's extension.
+    if p.name not in ("__init__.py", "kernels.py")
 )
 
 ext_modules = []

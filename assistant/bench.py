@@ -4,10 +4,12 @@ Each measurement runs ``reps`` times and reports the median and the spread (min.
 "Cold start to first token" is measured in a fresh process (interpreter start, imports,
 model open, a 16-token prompt, one generated token).
 
-In speed mode each decode repetition is followed by the float32 floor: the same number of
-passes of bare matrix-vector products over this model's prepared weights (no attention,
-no norms, no sampling), then the same with the attention op over the decode's average
-context between each layer's products. Timing them in one process, back to back, with the
+Each decode repetition is followed by the floor: the same number of passes of bare
+matrix-vector products over this model's prepared weights (float32 or quantized, as
+loaded; no attention, no norms, no sampling), then the same with the attention op over
+the decode's average context between each layer's products. The memory floor is the bytes
+one token reads (weights as stored, plus the cached keys and values) over the bandwidth
+measured in the same run. Timing them in one process, back to back, with the
 same statistic makes ``decode_vs_floor`` and ``decode_vs_floor_attention`` fair ratios on
 a machine whose speed drifts between runs.
 """
@@ -46,46 +48,75 @@ def peak_rss_mb() -> float:
 
 def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) -> float:
     """Passes per second of ``passes`` forward passes made of nothing but the model's
-    matrix-vector products (``rows`` random rows through every prepared weight matrix).
+    matrix products (``rows`` random rows through every prepared weight matrix, in the
+    memory mode the model was loaded in: float32 BLAS or the quantized kernels).
 
-    With ``attention_ctx``, each layer also runs the attention op for one query over that
-    many cached positions (random keys and values, one cache per layer as in decoding),
-    between its q/k/v and output products: the floor plus the one other cost that grows
-    with the context, with the weights evicting the cache from CPU caches as they do.
+    With ``attention_ctx``, each layer also runs the decoding attention for one query over
+    that many cached positions (random keys and values, one cache per layer as in
+    decoding), between its q/k/v and output products: the floor plus the one other cost
+    that grows with the context, with the weights evicting the cache from CPU caches.
     """
+    from .core import kernels
     from .core.ops import attention
     from .core.transformer import attention_scale
 
     net = model.net
     a = net.args
-    layers = [[lin.w for lin in net.block(i).linears()] for i in range(a.n_layers)]
-    head = net.head().w
+    layers = [net.block(i).linears() for i in range(a.n_layers)]
+    head = net.head()
     rng = np.random.default_rng(0)
-    xs = {w.shape[0]: rng.standard_normal((rows, w.shape[0])).astype(np.float32)
-          for w in [head] + [w for ws in layers for w in ws]}
+    xs = {lin.n_in: rng.standard_normal((rows, lin.n_in)).astype(np.float32)
+          for lin in [head] + [lin for ls in layers for lin in ls]}
     kv = [(rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32),
            rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32))
           for _ in range(a.n_layers if attention_ctx > 0 else 0)]
     q = rng.standard_normal((a.n_heads, 1, a.head_dim)).astype(np.float32)
+    q2 = np.ascontiguousarray(q[:, 0])
     scale = attention_scale(a.head_dim)
     t = time.perf_counter()
     for _ in range(passes):
-        for layer, ws in enumerate(layers):
-            for j, w in enumerate(ws):
-                xs[w.shape[0]] @ w
+        for layer, ls in enumerate(layers):
+            for j, lin in enumerate(ls):
+                lin(xs[lin.n_in])
                 if j == 0 and kv:
                     k, v = kv[layer]
-                    attention(q, k, v, attention_ctx - 1, scale)
-        xs[head.shape[0]] @ head
+                    if kernels.HAVE_NUMBA:
+                        kernels.attend_one(q2, k, v, attention_ctx, 0, scale)
+                    else:
+                        attention(q, k, v, attention_ctx - 1, scale)
+        head(xs[head.n_in])
     return passes / (time.perf_counter() - t)
+
+
+def memory_bandwidth_gbs(mb: int = 512) -> float:
+    """Bytes per second this machine streams from memory into the cores (best of 5 passes
+    over an array much larger than the caches), as the decode kernels read weights."""
+    from .core import kernels
+
+    a = np.ones(mb << 20, dtype=np.int8)
+    kernels.stream_sum(a)
+    best = 1e9
+    for _ in range(5):
+        t = time.perf_counter()
+        kernels.stream_sum(a)
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best / 1e9
+
+
+def bytes_per_token(model: Model, ctx: int) -> int:
+    """Bytes one decoded token must read: every weight matrix as stored, plus the keys and
+    values of ``ctx`` cached positions."""
+    a = model.net.args
+    weights = sum(lin.nbytes for lin in model.net.linears())
+    return int(weights + 2 * 4 * a.n_layers * a.n_kv_heads * a.head_dim * ctx)
 
 
 def _summary(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
-def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, memory: str = "speed") -> dict[str, Any]:
-    from .cli import core_status
+def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, memory: str = "lean") -> dict[str, Any]:
+    from .diagnostics import core_status
 
     t0 = time.perf_counter()
     model = Model(path, memory=memory, n_ctx=max(n_prompt + n_gen + 8, 1100))
@@ -112,9 +143,8 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
                 stats = piece.stats
         prefill.append(n_prompt / stats["prefill_s"])
         decode.append(stats["generated_tokens"] / stats["decode_s"])
-        if memory == "speed":
-            floor.append(floor_tps(model, n_gen))
-            floor_att.append(floor_tps(model, n_gen, n_prompt + n_gen // 2))
+        floor.append(floor_tps(model, n_gen))
+        floor_att.append(floor_tps(model, n_gen, n_prompt + n_gen // 2))
     # Prompt cache: turn 2 of a chat with a ~1,000-token history reuses the cached prefix.
     history = [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=1000)]
     turn2 = history + [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=20)]
@@ -134,6 +164,9 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         if out.returncode == 0:
             cold.append(float(out.stdout.strip().splitlines()[-1]))
     st = core_status()
+    bandwidth = memory_bandwidth_gbs()
+    per_token = bytes_per_token(model, n_prompt + n_gen // 2)
+    memory_floor_tps = bandwidth * 1e9 / per_token
     return {
         "model": model.name, "memory": memory, "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps,
         "load_s": round(load_s, 4), "prepare_s": round(prepare_s, 3),
@@ -148,6 +181,10 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         "turn2_first_token_s": round(first_token["cached"], 4), "full_reprefill_s": round(first_token["full"], 4),
         "prompt_cache_ratio": round(first_token["cached"] / first_token["full"], 4),
         "peak_rss_mb": round(peak_rss_mb(), 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),
+        "bandwidth_gbs": round(bandwidth, 2), "bytes_per_token_mb": round(per_token / 1e6, 2),
+        "memory_floor_tps": round(memory_floor_tps, 2),
+        "decode_vs_memory_floor": round(statistics.median(decode) / memory_floor_tps, 3),
+        "kernels": st["kernels"],
         "compiled": st["compiled"], "blas": st["blas"], "threads": [b.get("threads") for b in st["blas"]],
     }
 

@@ -63,9 +63,14 @@ def prompt_formats() -> dict[str, PromptFormat]:
 
 
 def choose_memory_mode(entry_memory: str, n_params: int) -> str:
-    """``auto`` -> speed when float32 weights fit comfortably in free memory, else lean."""
+    """``auto`` -> lean (weights stay quantized) where the numba kernels run; on the numpy
+    fallback, speed when float32 weights fit comfortably in free memory, else lean."""
     if entry_memory in ("speed", "lean"):
         return entry_memory
+    from .core.kernels import HAVE_NUMBA
+
+    if HAVE_NUMBA:
+        return "lean"
     try:
         with open("/proc/meminfo") as f:
             info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if ":" in line}
@@ -99,9 +104,9 @@ class LocalBackend:
         n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
         memory = choose_memory_mode(entry.memory, n_params)
         if entry.threads > 0:
-            from threadpoolctl import threadpool_limits
+            from .core.kernels import set_threads
 
-            threadpool_limits(limits=entry.threads, user_api="blas")
+            set_threads(entry.threads)
         model = Model(str(path), memory=memory, n_ctx=entry.context_length,
                       tokenizer_model=entry.tokenizer_model, name=entry.name)
         return cls(entry, model)

@@ -13,26 +13,7 @@ import click
 
 from . import __version__
 from .config import load_registry, resolve_model_path
-
-
-def core_status() -> dict[str, Any]:
-    """Whether the core is mypyc-compiled, and which numpy/BLAS it runs on."""
-    from .core import engine, gguf, tokenizer
-
-    compiled = all(m.__file__ is not None and m.__file__.endswith((".so", ".pyd")) for m in (gguf, tokenizer, engine))
-    import numpy as np
-
-    blas: list[dict[str, Any]] = []
-    try:
-        from threadpoolctl import threadpool_info
-
-        for info in threadpool_info():
-            blas.append({"api": info.get("internal_api"), "version": info.get("version"),
-                         "threads": info.get("num_threads"), "arch": info.get("architecture")})
-    except Exception as err:  # threadpoolctl missing or broken: say so
-        blas.append({"error": str(err)})
-    return {"version": __version__, "compiled": compiled, "core_file": gguf.__file__,
-            "numpy": np.__version__, "blas": blas, "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+from .diagnostics import core_status, kernels_line
 
 
 def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
@@ -42,7 +23,7 @@ def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
     blas = ", ".join(f"{b.get('api')} {b.get('version')} ({b.get('arch')}, {b.get('threads')} threads)"
                      for b in st["blas"] if "api" in b) or "unknown"
     click.echo(f"assistant {st['version']}: core {'compiled (mypyc)' if st['compiled'] else 'NOT compiled (pure Python)'}; "
-               f"numpy {st['numpy']}; BLAS {blas}; {st['cpus']} CPUs")
+               f"numpy {st['numpy']}; BLAS {blas}; kernels {kernels_line(st['kernels'])}; {st['cpus']} CPUs")
     ctx.exit()
 
 
@@ -93,8 +74,23 @@ def doctor(ctx: click.Context) -> None:
         click.echo(f"problem: {err}")
 
 
+def threads_option(f: Any) -> Any:
+    """``--threads N``: threads for the kernels and BLAS (default: every core)."""
+    return click.option("--threads", type=click.IntRange(1, 1024), default=None,
+                        help="Threads for the kernels and BLAS (default: every core).",
+                        callback=_set_threads, expose_value=False)(f)
+
+
+def _set_threads(_ctx: click.Context, _param: Any, value: int | None) -> None:
+    if value:
+        from .core.kernels import set_threads
+
+        set_threads(value)
+
+
 @main.command()
 @click.option("-m", "--model", default=None, help="Model name from models.toml or a .gguf path.")
+@threads_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the browser.")
@@ -179,6 +175,7 @@ def sampling_options(f: Any) -> Any:
 @sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming.")
 @click.option("--memory", type=click.Choice(["auto", "speed", "lean"]), default=None)
+@threads_option
 @click.pass_context
 def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, temperature: float | None,
         top_k: int | None, top_p: float | None, min_p: float | None, seed: int | None,
@@ -430,8 +427,9 @@ def perplexity(ctx: click.Context, model: str | None, file: str, n_ctx: int, chu
 @click.option("--prompt", "n_prompt", default=512, show_default=True, type=int)
 @click.option("--gen", "n_gen", default=128, show_default=True, type=int)
 @click.option("--reps", default=3, show_default=True, type=int)
-@click.option("--memory", type=click.Choice(["speed", "lean"]), default="speed", show_default=True)
+@click.option("--memory", type=click.Choice(["speed", "lean"]), default="lean", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@threads_option
 @click.pass_context
 def bench(ctx: click.Context, model: str | None, n_prompt: int, n_gen: int, reps: int, memory: str,
           as_json: bool) -> None:

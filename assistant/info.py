@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from .config import ModelEntry
+from .diagnostics import kernels_line
 from .core.gguf import open_gguf
 
 
@@ -22,6 +23,7 @@ def model_summary(path: str, entry: ModelEntry | None = None) -> dict[str, Any]:
         n_params += t.n_elements
     tokens = f.get_strings("tokenizer.ggml.tokens")
     from .chat import choose_memory_mode
+    from .core.kernels import status as kernel_status
 
     return {
         "path": path,
@@ -44,6 +46,7 @@ def model_summary(path: str, entry: ModelEntry | None = None) -> dict[str, Any]:
         "tensors": len(f.tensors),
         "quant_mix": {k: {"tensors": quant_count[k], "bytes": quant_bytes[k]} for k in sorted(quant_bytes)},
         "memory_mode": choose_memory_mode(entry.memory if entry else "auto", n_params),
+        "kernels": kernel_status(),
         "model_entry": entry.name if entry else None,
     }
 
@@ -56,6 +59,7 @@ def render_summary(s: dict[str, Any]) -> str:
         ("feed-forward", s["ffn"]), ("context (trained)", s["context_length"]), ("rope base", s["rope_base"]),
         ("vocabulary", f"{s['vocab_size']} ({s['tokenizer']}, pre={s['pre_tokenizer'] or '-'})"),
         ("chat template", "yes" if s["chat_template"] else "no"), ("memory mode (auto)", s["memory_mode"]),
+        ("kernels", kernels_line(s["kernels"])),
     ]
     width = max(len(k) for k, _ in rows)
     out = [f"{k:<{width}}  {v}" for k, v in rows]

@@ -72,8 +72,10 @@ import json, sys
 import numpy as np
 from assistant.core.engine import Model, GenerationSettings
 from assistant.core.sampling import SamplingSettings
+import resource
 path, n_prompt, n_gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-m = Model(path, memory="speed", n_ctx=max(2048, n_prompt + n_gen + 16))
+memory = sys.argv[4] if len(sys.argv) > 4 else "lean"
+m = Model(path, memory=memory, n_ctx=max(2048, n_prompt + n_gen + 16))
 m.net.prepare()
 prompt = [int(x) for x in np.random.default_rng(0).integers(1000, min(m.n_vocab, 30000), size=n_prompt)]
 st = {}
@@ -81,7 +83,8 @@ for p in m.generate(prompt, GenerationSettings(max_tokens=n_gen, ignore_eos=True
                                                sampling=SamplingSettings(temperature=0))):
     if p.done:
         st = p.stats
-print(json.dumps({"prefill_tps": n_prompt / st["prefill_s"], "decode_tps": st["generated_tokens"] / st["decode_s"]}))
+print(json.dumps({"prefill_tps": n_prompt / st["prefill_s"], "decode_tps": st["generated_tokens"] / st["decode_s"],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
 OURS_REWRITE = r'''
@@ -89,7 +92,7 @@ import json, sys, time
 from assistant.core.engine import Model, GenerationSettings
 from assistant.core.sampling import SamplingSettings
 path, n_gen, ids = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-m = Model(path, memory="speed", n_ctx=2048)
+m = Model(path, n_ctx=2048)
 m.net.prepare()
 out = {}
 for look in (False, True):
@@ -107,54 +110,12 @@ for look in (False, True):
 print(json.dumps(out))
 '''
 
-FLOOR = r'''
-import json, sys, time
-import numpy as np
-from assistant.bench import floor_tps
-from assistant.core.engine import Model
-m = Model(sys.argv[1], memory="speed", n_ctx=256)
-m.net.prepare()
-mats = [lin.w for lin in m.net.linears()[:-1]]
-# The best single pass of 10, with one row and with four rows through every product.
-one, four = (1 / max(floor_tps(m, 1, rows=rows) for _ in range(10)) for rows in (1, 4))
-# Prefill floor: the layers' products for one 256-token chunk (our prefill chunk), no head.
-xs = {w.shape[0]: np.random.default_rng(0).standard_normal((256, w.shape[0])).astype(np.float32) for w in mats}
-best = 1e9
-for _ in range(3):
-    t = time.perf_counter()
-    for w in mats:
-        xs[w.shape[0]] @ w
-    best = min(best, time.perf_counter() - t)
-flops = 2 * 256 * sum(w.shape[0] * w.shape[1] for w in mats)
-# What the floor leaves out: attention over the cached keys and values. Decoding after the
-# prompt attends to `ctx` positions on average; time our attention op alone for one token
-# through every layer (fresh K/V arrays per layer, as in the real cache, no model code).
-from assistant.core.ops import attention
-from assistant.core.transformer import attention_scale
-a = m.net.args
-scale = attention_scale(a.head_dim)
-ctx = int(sys.argv[2])
-rng = np.random.default_rng(1)
-kv = [(rng.standard_normal((a.n_kv_heads, ctx, a.head_dim)).astype(np.float32),
-       rng.standard_normal((a.n_kv_heads, ctx, a.head_dim)).astype(np.float32)) for _ in range(a.n_layers)]
-q = rng.standard_normal((a.n_heads, 1, a.head_dim)).astype(np.float32)
-att = 1e9
-for _ in range(10):
-    t = time.perf_counter()
-    for k, v in kv:
-        attention(q, k, v, ctx - 1, scale)
-    att = min(att, time.perf_counter() - t)
-print(json.dumps({"floor_ms": one * 1000, "floor_tps": 1 / one, "four_rows_ratio": four / one,
-                  "prefill_floor_tps": 256 / best, "sgemm_gflops": flops / best / 1e9,
-                  "attention_ms": att * 1000, "attention_ctx": ctx}))
-'''
-
 LOOP = r'''
 import json, sys, time
 import assistant.core.engine as E
 from assistant.core.engine import Model, GenerationSettings
 from assistant.core.sampling import SamplingSettings
-m = Model(sys.argv[1], memory="speed", n_ctx=1024)
+m = Model(sys.argv[1], n_ctx=1024)
 m.net.prepare()
 ids = m.tokenize("Once upon a time, in a land far away,", add_special=True)
 best = 0.0
@@ -174,7 +135,7 @@ PARALLEL = r'''
 import json, sys, time
 from assistant.core.engine import Model, GenerationSettings
 from assistant.core.sampling import SamplingSettings
-m = Model(sys.argv[1], memory="speed", n_ctx=1024)
+m = Model(sys.argv[1], n_ctx=1024)
 m.net.prepare()
 ids = m.tokenize("Once upon a time, in a land far away,", add_special=True)
 s = GenerationSettings(max_tokens=64, ignore_eos=True, sampling=SamplingSettings(temperature=0.8, seed=1))
@@ -249,10 +210,9 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"{date.today().isoformat()}; model {args.model}; prompt {args.prompt}, gen {args.gen}, {threads} threads")
     bench = [sys.executable, "-m", "assistant", "bench", "-m", args.model, "--prompt", str(args.prompt),
-             "--gen", str(args.gen), "--reps", str(args.reps), "--json"]
-    speed = sh(bench + ["--memory", "speed"])
-    lean = sh(bench + ["--memory", "lean", "--reps", "1"])
-    floor = sh([sys.executable, "-c", FLOOR, path, str(args.prompt + args.gen // 2)])
+             "--gen", str(args.gen), "--reps", str(args.reps), "--json", "--threads", str(threads)]
+    ours = sh(bench)  # the default memory mode: weights stay quantized
+    speed = sh(bench[:-2] + ["--memory", "speed", "--reps", "1"])
     rewrite = sh([sys.executable, "-c", OURS_REWRITE, path, str(args.gen), json.dumps(rewrite_ids)])
     parallel = sh([sys.executable, "-c", PARALLEL, path])
     loop_c = sh([sys.executable, "-c", LOOP, path])
@@ -268,56 +228,54 @@ def main() -> None:
             print(f"llama.cpp failed: {err}")
     else:
         print(f"llama.cpp (llama-cpp-python) is not available at {llama_py}: printing our figures only")
-    paired: dict[str, list[float]] = {"prefill": [], "decode": []}
-    if ll is not None:
-        for _ in range(args.rounds):
-            ours_r = sh([sys.executable, "-c", OURS_PAIR, path, str(args.prompt), str(args.gen)])
-            theirs_r = sh([llama_py, "-c", LLAMA_SNIPPET, path, str(args.prompt), str(args.gen), str(threads), "[]", "1"])
-            for key in paired:
-                paired[key].append(ours_r[f"{key}_tps"] / theirs_r[f"{key}_tps"])
-            ll.setdefault("paired_prefill_tps", []).append(theirs_r["prefill_tps"])
-            ll.setdefault("paired_decode_tps", []).append(theirs_r["decode_tps"])
-        for key in paired:
-            print(f"{key}, ours / llama.cpp in {args.rounds} alternating rounds (fresh processes): "
-                  + ", ".join(f"{r:.2f}x" for r in paired[key]) + f"; median {statistics.median(paired[key]):.2f}x")
-    print(f"BLAS: {speed['blas']}; compiled core: {speed['compiled']}")
-    print(f"float32 floor (bare matrix-vector products), best single pass: {floor['floor_ms']:.1f} ms/token = "
-          f"{floor['floor_tps']:.1f} tok/s; sustained, after each decode repetition in the bench process: "
-          f"{speed['floor_tps']:.1f} tok/s")
-    print(f"prefill floor (bare 256-row products of the layers, {floor['sgemm_gflops']:.0f} GFLOP/s): "
-          f"{floor['prefill_floor_tps']:.0f} tok/s")
+    paired = paired_rounds(path, args.prompt, args.gen, threads, args.rounds, llama_py) if ll is not None else {}
+    for key, ratios in paired.items():
+        print(f"{key}, ours / llama.cpp in {args.rounds} alternating rounds (fresh processes): "
+              + ", ".join(f"{r:.2f}x" for r in ratios) + f"; median {statistics.median(ratios):.2f}x")
+    print(f"kernels: {ours['kernels']}; BLAS: {ours['blas']}; compiled core: {ours['compiled']}")
     rows = [
-        ("load (s)", speed["load_s"], ll and ll["load_s"]),
-        ("cold start to first token (s)", speed["first_token_s"], None),
-        ("prefill tok/s", speed["prefill_tps"], ll and ll["prefill_tps"]),
-        ("decode tok/s (speed)", speed["decode_tps"], ll and ll["decode_tps"]),
-        ("decode tok/s (lean)", lean["decode_tps"], ll and ll["decode_tps"]),
+        ("load (s)", ours["load_s"], ll and ll["load_s"]),
+        ("cold start to first token (s)", ours["first_token_s"], None),
+        ("prefill tok/s", ours["prefill_tps"], ll and ll["prefill_tps"]),
+        ("prefill tok/s (speed: float32)", speed["prefill_tps"], ll and ll["prefill_tps"]),
+        ("decode tok/s", ours["decode_tps"], ll and ll["decode_tps"]),
+        ("decode tok/s (speed: float32)", speed["decode_tps"], ll and ll["decode_tps"]),
         ("decode tok/s, rewrite task, plain", rewrite["plain"], ll and ll["rewrite_decode_tps"]),
         ("decode tok/s, rewrite task, lookup", rewrite["lookup"], ll and ll["rewrite_decode_tps"]),
-        ("peak RSS MB (speed)", speed["peak_rss_mb"], ll and ll["peak_rss_mb"]),
-        ("peak RSS MB (lean)", lean["peak_rss_mb"], ll and ll["peak_rss_mb"]),
+        ("peak RSS MB", ours["peak_rss_mb"], ll and ll["peak_rss_mb"]),
+        ("peak RSS MB (speed: float32)", speed["peak_rss_mb"], ll and ll["peak_rss_mb"]),
     ]
     print(f"{'measure':<38}{'ours':>10}{'llama.cpp':>11}{'ratio':>8}")
-    for name, ours, theirs in rows:
-        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
-        print(f"{name:<38}{ours:>10.2f}{(f'{theirs:.2f}' if theirs else '-'):>11}{ratio:>8}")
-    print(f"prompt cache: turn 2 after a 1,000-token history reaches its first token in {speed['turn2_first_token_s']:.3f} s "
-          f"vs {speed['full_reprefill_s']:.3f} s re-prefilling ({speed['prompt_cache_ratio'] * 100:.1f}%)")
-    with_attention = 1000.0 / (floor["floor_ms"] + floor["attention_ms"])
-    print(f"attention alone (our op, {floor['attention_ctx']} cached positions, every layer): "
-          f"{floor['attention_ms']:.1f} ms/token; floor + attention = {with_attention:.1f} tok/s; "
-          f"decode (speed) / that: {speed['decode_tps'] / with_attention:.2f}")
-    print(f"products + attention op, in sequence, {args.prompt + args.gen // 2} cached positions (paired, bench process): "
-          f"{speed['floor_attention_tps']:.1f} tok/s; decode (speed) / that: {speed['decode_vs_floor_attention']:.2f}")
-    print(f"decode (speed) / float32 floor: {speed['decode_vs_floor']:.2f} paired in one process "
-          f"({speed['decode_tps'] / floor['floor_tps']:.2f} against the best single pass); "
-          f"lookup accepted {rewrite.get('accepted', 0):.0f} drafted tokens; lookup/plain {rewrite['lookup'] / rewrite['plain']:.2f}x")
+    for name, mine, theirs in rows:
+        ratio = f"{mine / theirs:.2f}x" if theirs else "-"
+        print(f"{name:<38}{mine:>10.2f}{(f'{theirs:.2f}' if theirs else '-'):>11}{ratio:>8}")
+    print(f"prompt cache: turn 2 after a 1,000-token history reaches its first token in {ours['turn2_first_token_s']:.3f} s "
+          f"vs {ours['full_reprefill_s']:.3f} s re-prefilling ({ours['prompt_cache_ratio'] * 100:.1f}%)")
+    print(f"decode / floor (bare quantized products, paired in the bench process): {ours['decode_vs_floor']:.2f} "
+          f"({ours['floor_tps']:.1f} tok/s); / products + attention at {args.prompt + args.gen // 2} positions: "
+          f"{ours['decode_vs_floor_attention']:.2f} ({ours['floor_attention_tps']:.1f} tok/s)")
+    print(f"memory floor: {ours['bytes_per_token_mb']:.1f} MB read per token at {ours['bandwidth_gbs']:.1f} GB/s = "
+          f"{ours['memory_floor_tps']:.1f} tok/s; decode reaches {ours['decode_vs_memory_floor']:.2f} of it")
+    print(f"lookup accepted {rewrite.get('accepted', 0):.0f} drafted tokens; lookup/plain {rewrite['lookup'] / rewrite['plain']:.2f}x")
     print(f"sampled decode (top-k/top-p/repeat penalty): compiled core {loop_c['decode_tps']:.1f} tok/s "
           f"(compiled={loop_c['compiled']}), same source uncompiled {loop_u['decode_tps']:.1f} tok/s "
           f"(compiled={loop_u['compiled']}): {loop_c['decode_tps'] / loop_u['decode_tps']:.2f}x")
-    print(f"parallel sampling: 4 completions of 64 tokens took {parallel['4'] / parallel['1']:.2f}x the time of one; "
-          f"the same products with 4 rows instead of 1 take {floor['four_rows_ratio']:.2f}x (BLAS sgemm vs sgemv)")
+    print(f"parallel sampling: 4 completions of 64 tokens took {parallel['4'] / parallel['1']:.2f}x the time of one")
 
+
+def paired_rounds(path: str, n_prompt: int, n_gen: int, threads: int, rounds: int, llama_py: str,
+                  memory: str = "lean") -> dict[str, list[float]]:
+    """Alternate fresh processes of ours and llama.cpp on the same prompt; each round's
+    prefill, decode and peak-RSS ratios (ours / llama.cpp)."""
+    out: dict[str, list[float]] = {"prefill": [], "decode": [], "peak RSS": []}
+    for _ in range(rounds):
+        mine = sh([sys.executable, "-c", OURS_PAIR, path, str(n_prompt), str(n_gen), memory],
+                  env=dict(os.environ, ASSISTANT_THREADS=str(threads)))
+        theirs = sh([llama_py, "-c", LLAMA_SNIPPET, path, str(n_prompt), str(n_gen), str(threads), "[]", "1"])
+        out["prefill"].append(mine["prefill_tps"] / theirs["prefill_tps"])
+        out["decode"].append(mine["decode_tps"] / theirs["decode_tps"])
+        out["peak RSS"].append(mine["peak_rss_mb"] / theirs["peak_rss_mb"])
+    return out
 
 if __name__ == "__main__":
     main()

@@ -152,7 +152,7 @@ def test_lean_k_quants_are_exact_and_small(model):
     """Q4_K_M files (Q4_K, Q6_K and friends) stay int8 codes in lean mode: every matrix,
     fused ones mixing 32- and 16-row groups included, and give speed mode's logits."""
     from assistant.core.gguf import open_gguf
-    from assistant.core.weights import LeanLinear
+    from assistant.core.weights import QuantLinear
 
     path = str(real_model_path(model))
     ids = [1, 2, 3, 100, 200, 300, 400, 500]
@@ -163,8 +163,8 @@ def test_lean_k_quants_are_exact_and_small(model):
     assert np.array_equal(np.argmax(got, axis=-1), np.argmax(want, axis=-1))
     for b in lean.net._blocks:
         for lin in (b.qkv, b.wo, b.gate_up, b.down):
-            assert isinstance(lin, LeanLinear)
-    assert isinstance(lean.net.head(), LeanLinear)
+            assert isinstance(lin, QuantLinear)
+    assert isinstance(lean.net.head(), QuantLinear)
     f = open_gguf(path)
     file_weight_bytes = sum(t.n_bytes for t in f.tensors.values())
     assert lean.net.weight_bytes <= 2.5 * file_weight_bytes

@@ -211,7 +211,7 @@ def _held_back(text: str, stops: list[str]) -> int:
 class Model:
     """A loaded model. Not thread-safe: one generation at a time (the server queues)."""
 
-    def __init__(self, path: str, memory: str = "speed", n_ctx: int = 0,
+    def __init__(self, path: str, memory: str = "lean", n_ctx: int = 0,
                  tokenizer_model: str = "", name: str = "") -> None:
         t0 = time.perf_counter()
         self.path = path
@@ -447,6 +447,6 @@ class Model:
         self.net.forward(np.asarray(kept, dtype=np.int32), self.cache)
 
 
-def load(path: str, memory: str = "speed", n_ctx: int = 0, tokenizer_model: str = "", name: str = "") -> Model:
+def load(path: str, memory: str = "lean", n_ctx: int = 0, tokenizer_model: str = "", name: str = "") -> Model:
     """Open a GGUF model file (weights are prepared lazily on first use)."""
     return Model(path, memory, n_ctx, tokenizer_model, name)

@@ -16,6 +16,7 @@ from typing import Callable, Final
 import numpy as np
 import numpy.typing as npt
 
+from . import kernels
 from .gguf import GGUFFile
 from .ops import attention, rms_norm
 from .weights import Linear, WeightLoader
@@ -317,12 +318,24 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
     Returns ``(R, n_heads * hd)``."""
     if len(caches) == 1:
         keys, values = caches[0].store(layer, pos, k, v)
+        if q.shape[1] == 1 and kernels.HAVE_NUMBA:
+            return _attend_one(q[:, 0], caches[0], layer, pos, scale, window)
         return attention(q, keys, values, pos, scale, window)
     outs: list[F32] = []
     for i, c in enumerate(caches):
         keys, values = c.store(layer, pos, k[:, i:i + 1], v[:, i:i + 1])
-        outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window))
+        if kernels.HAVE_NUMBA:
+            outs.append(_attend_one(q[:, i], c, layer, pos, scale, window))
+        else:
+            outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window))
     return np.concatenate(outs, axis=0)
+
+
+def _attend_one(q: F32, cache: KVCache, layer: int, pos: int, scale: float, window: int) -> F32:
+    """One decoding row (q ``(n_heads, hd)``) through the attention kernel: ``(1, n_heads * hd)``."""
+    k0 = max(0, pos - window + 1) if window > 0 else 0
+    out = kernels.attend_one(np.ascontiguousarray(q), cache.k[layer], cache.v[layer], pos + 1, k0, scale)
+    return out.reshape(1, -1)
 
 
 def attention_scale(head_dim: int) -> float:

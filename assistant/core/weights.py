@@ -5,13 +5,11 @@ Two memory modes (models.toml ``memory``):
 * ``speed``: each matrix becomes float32 stored transposed ``(in, out)``, 4 bytes per
   weight, the layout numpy's BLAS streams fastest for one-row products; q/k/v and
   gate/up are fused into one matrix each so one product reads them all.
-* ``lean``: linear block types (Q4_0 .. Q8_0 and the K-quants) are kept as int8 codes
-  ``(in, out)`` plus float32 scales and minimums per group of ``g`` input rows
-  ``(in // g, out)`` (g = 32, or 16 for Q2_K/Q3_K/Q6_K): 1.25 to 1.5 bytes per weight. Each
-  product expands the codes tile by tile (a few hundred input rows at a time) into a reused
-  float32 buffer that stays in cache. ``code * scale + min`` is exactly the dequantized
-  weight, so lean and speed mode compute the same numbers up to float32 summation order.
-  Only IQ4_NL (a lookup table, not a linear code) stays float32.
+* ``lean`` (the default): every linear block type (Q4_0 .. Q8_0, the K-quants) stays
+  quantized as int8 codes with per-group float32 scales and minimums, about 1.1-1.5 bytes
+  per weight in the tile layout of :mod:`assistant.core.kernels`; F16 stays float16.
+  ``code * scale + min`` is exactly the dequantized weight, so both modes compute the same
+  numbers up to float32 summation order. F32 and IQ4_NL matrices stay float32.
 
 Nothing is dequantized when the model is opened: each layer's weights are prepared the
 first time the layer runs.
@@ -24,37 +22,22 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from .gguf import GGUFFile
-from .quants import dequantize, dequantize_transposed, split_codes
+from . import kernels
+from .gguf import GGMLType, GGUFFile
+from .quants import code_group, dequantize, dequantize_transposed, split_codes
 
 F32 = npt.NDArray[np.float32]
 
 MEMORY_MODES: Final = ("speed", "lean")
-# Lean mode expands about this many float32 weights per tile (1 MiB: stays in cache).
-_LEAN_TILE_ELEMS: Final = 1 << 19
-# Up to this many rows, lean products apply scales to per-block partial sums (few rows:
-# decoding); above it, to the expanded weights (many rows: prompt processing).
-_LEAN_FEW_ROWS: Final = 4
-
-
-def lean_tile_rows(n_out: int) -> int:
-    """Input rows per lean tile: a multiple of 32 with about ``_LEAN_TILE_ELEMS`` weights."""
-    return max(32, min(1024, _LEAN_TILE_ELEMS // max(1, n_out) // 32 * 32))
-
-
-class Scratch:
-    """One float32 buffer shared by every lean product of a model (they never overlap:
-    a model runs one forward pass at a time)."""
-
-    def __init__(self) -> None:
-        self.buf = np.empty(0, dtype=np.float32)
-
-    def get(self, n: int) -> F32:
-        if self.buf.shape[0] < n:
-            self.buf = np.empty(n, dtype=np.float32)
-        return self.buf[:n]
-
-
+# Up to this many rows a product runs the quantized kernel; more rows (prompt chunks) expand
+# bands of the weights to float32 for BLAS.
+QUANT_KERNEL_ROWS: Final = 8
+# float32 weights expanded per band for BLAS (4 MiB: stays in the CPU's caches).
+_BAND_ELEMS: Final = 1 << 20
+# Raw bytes split into codes at a time while repacking (bounds the temporaries).
+_REPACK_BAND_BYTES: Final = 1 << 22
+_TYPES_WITH_MINS: Final = (GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q2_K)
+_NO_SCALES: Final = np.zeros((0, 0, 0), dtype=np.float32)
 class Linear:
     """``y = x @ W + b`` with ``W`` kept as float32 ``(in, out)``.
 
@@ -81,75 +64,66 @@ class Linear:
         return int(self.w.nbytes) + (int(self.bias.nbytes) if self.bias is not None else 0)
 
 
-class LeanLinear(Linear):
-    """``y = x @ W + b`` with ``W`` kept as int8 codes and per-group scales/mins.
+class QuantLinear(Linear):
+    """``y = x @ W + b`` with ``W`` kept quantized in :mod:`~assistant.core.kernels`' tiles.
 
-    codes ``(in, out)`` int8, scales and mins ``(in // g, out)`` float32 for groups of ``g``
-    consecutive input rows (``g`` = in // scales.shape[0]). Each tile of
-    :func:`lean_tile_rows` input rows is expanded into the model's shared scratch buffer
-    (``codes * scale + min`` broadcast along the long output axis) and multiplied.
+    Either int8 ``codes`` ``(C, nb, g, 64)`` with per-group ``scales``/``mins`` ``(C, nb, 64)``
+    (every linear block type: ``code * scale + min`` is exactly the dequantized weight), or
+    float16 ``half`` ``(C, n_in, 64)``. Output rows are padded to a multiple of 64 with zeros.
+    Few rows (decoding) run the quantized kernel; many rows (prompt chunks) expand bands of
+    chunks to float32 and multiply with BLAS.
     """
 
-    def __init__(self, codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, bias: F32 | None,
-                 scratch: Scratch) -> None:
+    def __init__(self, codes: npt.NDArray[np.int8] | None, scales: F32, mins: F32,
+                 half: npt.NDArray[np.uint16] | None, n_out: int, bias: F32 | None) -> None:
         self.codes = codes
         self.scales = scales
         self.mins = mins
+        self.half = half
         self.bias = bias
-        self.n_in = int(codes.shape[0])
-        self.n_out = int(codes.shape[1])
-        self.group = self.n_in // int(scales.shape[0])
+        tiles = codes if codes is not None else half
+        assert tiles is not None
+        self.n_chunks = int(tiles.shape[0])
+        self.n_in = int(tiles.shape[1]) * (int(tiles.shape[2]) if codes is not None else 1)
+        self.n_out = n_out
         self.w = np.zeros((0, 0), dtype=np.float32)
-        self.scratch = scratch
-        self.tile_rows = lean_tile_rows(self.n_out)
+        self.band = max(1, min(self.n_chunks, _BAND_ELEMS // (self.n_in * kernels.W)))
 
     def __call__(self, x: F32) -> F32:
-        t = x.shape[0]
-        n_out = self.n_out
-        y = np.zeros((t, n_out), dtype=np.float32)
-        step = self.tile_rows
-        flat = self.scratch.get(step * n_out)
-        g = self.group
-        if t <= _LEAN_FEW_ROWS:
-            # y = sum over groups b of d_b * (x_b @ codes_b) + sum(x_b) * m_b: the codes are
-            # converted once and read once; scales touch only (groups, out) partial sums.
-            xs = x.reshape(t, self.n_in // g, g)
-            for start in range(0, self.n_in, step):
-                stop = min(self.n_in, start + step)
-                b0 = start // g
-                nb = (stop - start) // g
-                tile = flat[:(stop - start) * n_out].reshape(nb, g, n_out)
-                np.copyto(tile, self.codes[start:stop].reshape(nb, g, n_out), casting="unsafe")
-                xb = xs[:, b0:b0 + nb, :]  # (T, nb, g)
-                part = np.matmul(xb.transpose(1, 0, 2), tile)  # (nb, T, out)
-                part *= self.scales[b0:b0 + nb, None, :]
-                y += part.sum(axis=0)
-                if self.mins is not None:
-                    y += xb.sum(axis=2) @ self.mins[b0:b0 + nb]
-            if self.bias is not None:
-                y += self.bias
-            return y
-        for start in range(0, self.n_in, step):
-            stop = min(self.n_in, start + step)
-            rows = stop - start
-            b0 = start // g
-            nb = rows // g
-            buf = flat[:rows * n_out].reshape(rows, n_out)
-            tile = buf.reshape(nb, g, n_out)
-            np.copyto(buf, self.codes[start:stop], casting="unsafe")
-            np.multiply(tile, self.scales[b0:b0 + nb, None, :], out=tile)
-            if self.mins is not None:
-                np.add(tile, self.mins[b0:b0 + nb, None, :], out=tile)
-            y += x[:, start:stop] @ buf
+        t = int(x.shape[0])
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        padded = self.n_chunks * kernels.W
+        y = np.empty((t, padded), dtype=np.float32)
+        if t <= QUANT_KERNEL_ROWS:
+            if self.codes is not None:
+                kernels.qmatmul(x, self.codes, self.scales, self.mins, y)
+            else:
+                assert self.half is not None
+                kernels.hmatmul(x, self.half, y)
+        else:
+            buf = np.empty((self.n_in, self.band * kernels.W), dtype=np.float32)
+            for c0 in range(0, self.n_chunks, self.band):
+                n = min(self.band, self.n_chunks - c0)
+                part = buf[:, :n * kernels.W]
+                if self.codes is not None:
+                    kernels.qdequant(self.codes, self.scales, self.mins, c0, part)
+                else:
+                    assert self.half is not None
+                    kernels.hdequant(self.half, c0, part)
+                np.matmul(x, part, out=y[:, c0 * kernels.W:(c0 + n) * kernels.W])
+        if padded != self.n_out:
+            y = y[:, :self.n_out]
         if self.bias is not None:
             y += self.bias
         return y
 
     @property
     def nbytes(self) -> int:
-        n = int(self.codes.nbytes) + int(self.scales.nbytes)
-        if self.mins is not None:
-            n += int(self.mins.nbytes)
+        n = int(self.scales.nbytes) + int(self.mins.nbytes)
+        if self.codes is not None:
+            n += int(self.codes.nbytes)
+        if self.half is not None:
+            n += int(self.half.nbytes)
         if self.bias is not None:
             n += int(self.bias.nbytes)
         return n
@@ -163,7 +137,6 @@ class WeightLoader:
             raise ValueError(f"memory mode {memory!r} is not one of {MEMORY_MODES}")
         self.f = f
         self.memory = memory
-        self.scratch = Scratch()
 
     def has(self, name: str) -> bool:
         return name in self.f.tensors
@@ -211,10 +184,10 @@ class WeightLoader:
                 bias_parts[i] = bias_parts[i][p]
         bias = np.concatenate(bias_parts).astype(np.float32) if has_bias else None
         if self.memory == "lean":
-            lean = self._lean(names, perms, bias)
-            if lean is not None:
+            quant = self._quant(names, perms, bias)
+            if quant is not None:
                 self._release(names)
-                return lean
+                return quant
         # Each matrix is dequantized straight into its (in, out) slice of the fused weight.
         infos = [self.f.tensor_info(n) for n in names]
         n_in = infos[0].shape[1]
@@ -235,55 +208,98 @@ class WeightLoader:
         for name in names:
             self.f.release_tensor(name)
 
-    def _lean(self, names: list[str], perms: list[npt.NDArray[np.intp] | None], bias: F32 | None) -> LeanLinear | None:
-        codes_l: list[npt.NDArray[np.int8]] = []
-        scales_l: list[F32] = []
-        mins_l: list[F32 | None] = []
-        for name, p in zip(names, perms):
-            info = self.f.tensor_info(name)
-            if len(info.shape) != 2:
-                return None
-            rows, cols = info.shape
-            split = split_codes(info.type_id, self.f.tensor_data(name), rows, cols, transposed=True)
-            if split is None:
-                return None
-            codes, scales, mins = split  # (in, out_i), (in/g, out_i), (in/g, out_i) | None
+    def _quant(self, names: list[str], perms: list[npt.NDArray[np.intp] | None], bias: F32 | None
+               ) -> QuantLinear | None:
+        """The matrices ``names`` fused along the output axis into one :class:`QuantLinear`,
+        or None when a type has no integer-code form (F32, IQ4_NL: kept float32)."""
+        infos = [self.f.tensor_info(n) for n in names]
+        if any(len(i.shape) != 2 for i in infos):
+            return None
+        n_in = infos[0].shape[1]
+        for info in infos:
+            if info.shape[1] != n_in:
+                raise ValueError(f"cannot fuse {names}: input widths differ ({info.shape[1]} vs {n_in})")
+        n_out = sum(i.shape[0] for i in infos)
+        n_chunks = -(-n_out // kernels.W)
+        if all(i.type_id == GGMLType.F16 for i in infos):
+            half = np.zeros((n_chunks * kernels.W, n_in), dtype=np.uint16)
+            r = 0
+            for info, p in zip(infos, perms):
+                rows = info.shape[0]
+                h = self.f.tensor_data(info.name).view(np.uint16).reshape(rows, n_in)
+                half[r:r + rows] = h if p is None else h[p]
+                r += rows
+            if bool(((half & np.uint16(0x7C00)) == np.uint16(0x7C00)).any()):
+                raise ValueError(f"{', '.join(names)}: float16 weights hold inf or NaN (corrupt file?)")
+            tiles = np.ascontiguousarray(half.reshape(n_chunks, kernels.W, n_in).transpose(0, 2, 1))
+            return QuantLinear(None, _NO_SCALES, _NO_SCALES, tiles, n_out, bias)
+        groups = [code_group(i.type_id) for i in infos]
+        if 0 in groups:
+            return None
+        g = min(groups)  # a fused product shares the finest grouping: coarser scales repeat
+        nb = n_in // g
+        codes = np.zeros((n_chunks, nb, g, kernels.W), dtype=np.int8)  # (C, nb, g, W)
+        scales = np.zeros((n_chunks, nb, kernels.W), dtype=np.float32)  # (C, nb, W)
+        with_mins = any(i.type_id in _TYPES_WITH_MINS for i in infos)
+        mins = np.zeros((n_chunks, nb, kernels.W), dtype=np.float32) if with_mins else _NO_SCALES
+        r = 0
+        for info, p, gi in zip(infos, perms, groups):
+            rows = info.shape[0]
+            row_bytes = info.n_bytes // rows
+            by_row = self.f.tensor_data(info.name).reshape(rows, row_bytes)
             if p is not None:
-                codes, scales = codes[:, p], scales[:, p]
-                mins = mins[:, p] if mins is not None else None
-            codes_l.append(codes)
-            scales_l.append(scales)
-            mins_l.append(mins)
-        # Fused matrices may group differently (Q4_K_M files mix Q4_K's 32-row groups with
-        # Q6_K's 16): repeat the coarser scales so all share the finest grouping, exactly.
-        n_groups = max(int(sc.shape[0]) for sc in scales_l)
-        for i, sc in enumerate(scales_l):
-            factor = n_groups // int(sc.shape[0])
-            if factor * int(sc.shape[0]) != n_groups:
-                return None
-            if factor > 1:
-                scales_l[i] = np.repeat(sc, factor, axis=0)
-                m = mins_l[i]
-                if m is not None:
-                    mins_l[i] = np.repeat(m, factor, axis=0)
-        if len(codes_l) == 1:  # nothing to fuse: no copy (the vocabulary head is big)
-            return LeanLinear(np.ascontiguousarray(codes_l[0]), np.ascontiguousarray(scales_l[0]),
-                              None if mins_l[0] is None else np.ascontiguousarray(mins_l[0]), bias, self.scratch)
-        codes_t = np.ascontiguousarray(np.concatenate(codes_l, axis=1))  # (in, out)
-        scales_t = np.ascontiguousarray(np.concatenate(scales_l, axis=1))  # (in/g, out)
-        mins_t: F32 | None = None
-        if any(m is not None for m in mins_l):
-            mins_t = np.ascontiguousarray(np.concatenate(
-                [m if m is not None else np.zeros_like(sc) for m, sc in zip(mins_l, scales_l)], axis=1))
-        return LeanLinear(codes_t, scales_t, mins_t, bias, self.scratch)
+                by_row = by_row[p]
+            band = max(kernels.W, _REPACK_BAND_BYTES // max(1, row_bytes) // kernels.W * kernels.W)
+            for r0 in range(0, rows, band):
+                r1 = min(rows, r0 + band)
+                split = split_codes(info.type_id, by_row[r0:r1].reshape(-1), r1 - r0, n_in)
+                assert split is not None  # code_group() said the type has codes
+                cd, d, m = split
+                if gi != g:
+                    d = np.repeat(d, gi // g, axis=1)
+                    m = None if m is None else np.repeat(m, gi // g, axis=1)
+                _scatter_rows(codes, scales, mins if m is not None else None, r + r0,
+                              cd.reshape(r1 - r0, nb, g), d, m)
+            r += rows
+        # A hostile file's inf/NaN scales would turn every answer into NaN: refuse it now.
+        if not bool(np.isfinite(scales).all()) or not bool(np.isfinite(mins).all()):
+            raise ValueError(f"{', '.join(names)}: block scales hold inf or NaN (corrupt file?)")
+        return QuantLinear(codes, scales, mins, None, n_out, bias)
 
     def output_head(self, name: str) -> Linear:
         """The vocabulary projection ``(dim, n_vocab)``, as a view of the ``(n_vocab, dim)`` rows."""
         if self.memory == "lean":
-            lean = self._lean([name], [None], None)
-            if lean is not None:
+            quant = self._quant([name], [None], None)
+            if quant is not None:
                 self._release([name])
-                return lean
+                return quant
         head = Linear(self.tensor(name).T, None)
         self._release([name])
         return head
+
+
+def _scatter_rows(codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, start: int,
+                  cd: npt.NDArray[np.int8], d: F32, m: F32 | None) -> None:
+    """Write output rows ``start ..`` (codes ``(n, nb, g)``, scales/mins ``(n, nb)``) into
+    the tiles: row R goes to chunk ``R // 64``, lane ``R % 64``."""
+    n = int(cd.shape[0])
+    w = kernels.W
+    if start % w == 0 and (n % w == 0 or start + n == codes.shape[0] * w):
+        c0 = start // w
+        k = -(-n // w)
+        if n % w:  # the last chunk is partly padding: pad the band
+            pad = k * w - n
+            cd = np.concatenate([cd, np.zeros((pad,) + cd.shape[1:], dtype=np.int8)])
+            d = np.concatenate([d, np.zeros((pad, d.shape[1]), dtype=np.float32)])
+            m = None if m is None else np.concatenate([m, np.zeros((pad, m.shape[1]), dtype=np.float32)])
+        codes[c0:c0 + k] = cd.reshape(k, w, cd.shape[1], cd.shape[2]).transpose(0, 2, 3, 1)
+        scales[c0:c0 + k] = d.reshape(k, w, d.shape[1]).transpose(0, 2, 1)
+        if mins is not None and m is not None:
+            mins[c0:c0 + k] = m.reshape(k, w, m.shape[1]).transpose(0, 2, 1)
+        return
+    rows = np.arange(start, start + n)
+    chunk, lane = rows // w, rows % w
+    codes[chunk, :, :, lane] = cd
+    scales[chunk, :, lane] = d
+    if mins is not None and m is not None:
+        mins[chunk, :, lane] = m

@@ -1,0 +1,379 @@
+"""Compute kernels on quantized weights, compiled by numba for the CPU they run on.
+
+Left out of the mypyc build (numba compiles plain Python functions, not mypyc's), still
+type-checked. Each kernel has a plain numpy twin with the same signature that runs where
+numba cannot be imported (or ``ASSISTANT_NO_NUMBA=1``); tests check both against a float64
+reference (tests/test_kernels.py).
+
+Weight layout ("tiles"), built once at load by :mod:`assistant.core.weights`:
+
+* ``codes``  ``(C, nb, g, W)`` int8: output rows in chunks of ``W`` = 64, input in ``nb``
+  groups of ``g`` (32, or 16 for Q2_K/Q3_K/Q6_K). One chunk's codes are contiguous, so a
+  thread streams them front to back and the inner loop runs across 64 outputs.
+* ``scales`` ``(C, nb, W)`` float32 and ``mins`` ``(C, nb, W)`` (or ``(0, 0, 0)``): the weight is
+  exactly ``code * scale + min``, ggml's dequantized value.
+* F16 matrices: ``half`` ``(C, n_in, W)`` uint16, converted in the kernel.
+
+See docs/performance.md for the measurements behind the layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Callable, Final, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+I8 = npt.NDArray[np.int8]
+U16 = npt.NDArray[np.uint16]
+
+W: Final = 64  # output rows per tile chunk
+_FT = TypeVar("_FT", bound=Callable[..., Any])
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "assistant", "numba")
+
+
+def _load_numba() -> Any:
+    if os.environ.get("ASSISTANT_NO_NUMBA", "") in ("1", "true", "yes"):
+        return None
+    # Compiled kernels are cached on disk, once per CPU; set before numba reads its config.
+    os.environ.setdefault("NUMBA_CACHE_DIR", _cache_dir())
+    try:
+        import numba
+    except Exception as err:  # noqa: BLE001 - any import failure means the numpy path
+        logging.getLogger("assistant").warning(
+            "numba cannot be imported (%s): the slower numpy kernels run instead", err)
+        return None
+    return numba
+
+
+_numba: Any = _load_numba()
+HAVE_NUMBA: Final = _numba is not None
+
+
+def _jit(parallel: bool) -> Callable[[_FT], _FT]:
+    """numba's njit when available, else the function unchanged (the numpy twins are used)."""
+    def wrap(fn: _FT) -> _FT:
+        if _numba is None:
+            return fn
+        out: _FT = _numba.njit(parallel=parallel, fastmath=True, cache=True, nogil=True)(fn)
+        return out
+    return wrap
+
+
+def _prange(n: int) -> range:
+    return range(n)
+
+
+prange: Callable[[int], range] = _numba.prange if _numba is not None else _prange
+
+
+# ----------------------------------------------------------------------------- products
+
+@_jit(parallel=True)
+def _qmatmul_nb(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
+    # x3 (T, nb, g); codes (C, nb, g, W); scales/mins (C, nb, W); y (T, C*W)
+    t_rows = x3.shape[0]
+    n_chunks = codes.shape[0]
+    nb = codes.shape[1]
+    g = codes.shape[2]
+    has_mins = mins.shape[0] > 0
+    for c in prange(n_chunks):
+        acc = np.empty(W, np.float32)
+        out = np.empty(W, np.float32)
+        for t in range(t_rows):
+            out[:] = 0.0
+            for b in range(nb):
+                acc[:] = 0.0
+                for j in range(g):
+                    xi = x3[t, b, j]
+                    for o in range(W):
+                        acc[o] += xi * codes[c, b, j, o]
+                if has_mins:
+                    xs = np.float32(0.0)
+                    for j in range(g):
+                        xs += x3[t, b, j]
+                    for o in range(W):
+                        out[o] += acc[o] * scales[c, b, o] + xs * mins[c, b, o]
+                else:
+                    for o in range(W):
+                        out[o] += acc[o] * scales[c, b, o]
+            for o in range(W):
+                y[t, c * W + o] = out[o]
+
+
+def _qmatmul_np(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
+    n_chunks, nb, g, _w = codes.shape
+    x = x3.reshape(x3.shape[0], nb * g)
+    band = max(1, _NP_BAND_ELEMS // (nb * g * W))
+    buf = np.empty((nb * g, band * W), dtype=np.float32)
+    for c0 in range(0, n_chunks, band):
+        n = min(band, n_chunks - c0)
+        qdequant(codes, scales, mins, c0, buf[:, :n * W])
+        y[:, c0 * W:(c0 + n) * W] = x @ buf[:, :n * W]
+
+
+# float32 weights the numpy path expands per band (4 MiB: stays in cache).
+_NP_BAND_ELEMS: Final = 1 << 20
+
+
+def qmatmul(x: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
+    """``y = x @ W`` for tile-layout weights. x ``(T, n_in)`` float32 C-contiguous,
+    y ``(T, C * W)`` float32, written in full."""
+    t = x.shape[0]
+    _c, nb, g, _w = codes.shape
+    x3 = x.reshape(t, nb, g)
+    if HAVE_NUMBA:
+        _apply_threads()
+        _qmatmul_nb(x3, codes, scales, mins, y)
+    else:
+        _qmatmul_np(x3, codes, scales, mins, y)
+
+
+# One thread: BLAS's threads multiply each band right after, and two pools must not fight.
+@_jit(parallel=False)
+def _qdequant_nb(codes: I8, scales: F32, mins: F32, c0: int, out4: F32) -> None:
+    # out4 (nb, g, n, W): a view of the (nb*g, n*W) float32 output
+    n = out4.shape[2]
+    nb = codes.shape[1]
+    g = codes.shape[2]
+    has_mins = mins.shape[0] > 0
+    for k in range(n):
+        c = c0 + k
+        for b in range(nb):
+            for j in range(g):
+                if has_mins:
+                    for o in range(W):
+                        out4[b, j, k, o] = codes[c, b, j, o] * scales[c, b, o] + mins[c, b, o]
+                else:
+                    for o in range(W):
+                        out4[b, j, k, o] = codes[c, b, j, o] * scales[c, b, o]
+
+
+def qdequant(codes: I8, scales: F32, mins: F32, c0: int, out: F32) -> None:
+    """Chunks ``c0 .. c0 + out.shape[1] // W`` as float32 ``(n_in, n * W)`` into ``out``
+    (prompt chunks multiply it with BLAS)."""
+    nb, g = codes.shape[1], codes.shape[2]
+    n = out.shape[1] // W
+    out4 = out.reshape(nb, g, n, W)
+    if HAVE_NUMBA:
+        _qdequant_nb(codes, scales, mins, c0, out4)
+        return
+    np.copyto(out4, codes[c0:c0 + n].transpose(1, 2, 0, 3), casting="unsafe")
+    out4 *= scales[c0:c0 + n].transpose(1, 0, 2)[:, None, :, :]
+    if mins.shape[0] > 0:
+        out4 += mins[c0:c0 + n].transpose(1, 0, 2)[:, None, :, :]
+
+
+# F16 weights: numba has no float16 type, so the kernel rebuilds float32 bits from the
+# uint16 pattern; the 2**112 factor rescales the exponent and handles subnormals exactly.
+_F16_SCALE: Final = np.float32(2.0 ** 112)
+
+
+@_jit(parallel=True)
+def _hmatmul_nb(x: F32, half: U16, y: F32) -> None:
+    # x (T, n_in); half (C, n_in, W) uint16; y (T, C*W)
+    t_rows = x.shape[0]
+    n_chunks = half.shape[0]
+    n_in = half.shape[1]
+    for c in prange(n_chunks):
+        bits = np.empty(W, np.uint32)
+        wf = bits.view(np.float32)
+        acc = np.empty((t_rows, W), np.float32)
+        acc[:] = 0.0
+        for i in range(n_in):
+            for o in range(W):
+                h = np.uint32(half[c, i, o])
+                bits[o] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
+            for t in range(t_rows):
+                xi = x[t, i] * _F16_SCALE
+                for o in range(W):
+                    acc[t, o] += xi * wf[o]
+        for t in range(t_rows):
+            for o in range(W):
+                y[t, c * W + o] = acc[t, o]
+
+
+def hmatmul(x: F32, half: U16, y: F32) -> None:
+    """``y = x @ W`` for float16 weights in tiles ``(C, n_in, W)`` (stored as uint16)."""
+    if HAVE_NUMBA:
+        _apply_threads()
+        _hmatmul_nb(x, half, y)
+        return
+    for c in range(half.shape[0]):
+        y[:, c * W:(c + 1) * W] = x @ half[c].view(np.float16).astype(np.float32)
+
+
+def hdequant(half: U16, c0: int, out: F32) -> None:
+    """:func:`qdequant` for float16 tiles."""
+    n = out.shape[1] // W
+    tiles = half[c0:c0 + n].view(np.float16)  # (n, n_in, W)
+    out.reshape(out.shape[0], n, W)[...] = tiles.transpose(1, 0, 2)
+
+
+# ----------------------------------------------------------------------------- attention
+
+@_jit(parallel=True)
+def _attend_one_nb(q: F32, k: F32, v: F32, n: int, k0: int, scale: np.float32, softcap: np.float32,
+                   out: F32) -> None:
+    # q (H, hd); k/v (n_kv, n_ctx, hd), positions k0 .. n-1 valid; out (H, hd)
+    n_heads = q.shape[0]
+    hd = q.shape[1]
+    group = n_heads // k.shape[0]
+    for h in prange(n_heads):
+        kv = h // group
+        s = np.empty(n - k0, np.float32)
+        m = np.float32(-np.inf)
+        for p in range(k0, n):
+            d = np.float32(0.0)
+            for e in range(hd):
+                d += q[h, e] * k[kv, p, e]
+            d *= scale
+            if softcap > 0.0:
+                d = softcap * np.tanh(d / softcap)
+            s[p - k0] = d
+            if d > m:
+                m = d
+        total = np.float32(0.0)
+        for p in range(n - k0):
+            w = np.exp(s[p] - m)
+            s[p] = w
+            total += w
+        acc = np.zeros(hd, np.float32)
+        for p in range(k0, n):
+            w = s[p - k0]
+            for e in range(hd):
+                acc[e] += w * v[kv, p, e]
+        inv = np.float32(1.0) / total
+        for e in range(hd):
+            out[h, e] = acc[e] * inv
+
+
+def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: float = 0.0) -> F32:
+    """One query token's grouped-query attention over cached positions ``k0 .. n-1``.
+
+    q ``(n_heads, head_dim)``; k, v ``(n_kv_heads, n_ctx, head_dim)`` (the whole cache).
+    ``softcap`` > 0 applies ``softcap * tanh(score / softcap)`` (Gemma 2). Returns
+    ``(n_heads, head_dim)``.
+    """
+    out = np.empty_like(q)
+    if HAVE_NUMBA:
+        _apply_threads()
+        _attend_one_nb(q, k, v, n, k0, np.float32(scale), np.float32(softcap), out)
+        return out
+    group = q.shape[0] // k.shape[0]
+    keys = np.repeat(k[:, k0:n], group, axis=0)  # (H, S, hd)
+    vals = np.repeat(v[:, k0:n], group, axis=0)
+    s = np.einsum("hd,hsd->hs", q, keys) * np.float32(scale)
+    if softcap > 0.0:
+        s = np.float32(softcap) * np.tanh(s / np.float32(softcap))
+    s = np.exp(s - s.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    out[...] = np.einsum("hs,hsd->hd", s, vals)
+    return out
+
+
+# ----------------------------------------------------------------------------- bandwidth
+
+@_jit(parallel=True)
+def _stream_sum_nb(a: I8) -> int:
+    # a (n,) int8, read once front to back by every thread's share
+    n_parts = 64
+    step = a.shape[0] // n_parts
+    partial = np.zeros(n_parts, np.int64)
+    for p in prange(n_parts):
+        s = np.int32(0)
+        for i in range(p * step, (p + 1) * step):
+            s += a[i]
+        partial[p] = s
+    return int(partial.sum())
+
+
+def stream_sum(a: I8) -> int:
+    """Sum an int8 array with every kernel thread (benchmarks time it as memory bandwidth)."""
+    if HAVE_NUMBA:
+        _apply_threads()
+        return int(_stream_sum_nb(a))
+    return int(a.sum(dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- threads
+
+_threads = 0  # 0: numba's default (every core)
+_local = threading.local()
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads in the kernels and in BLAS. numba's setting is per calling thread,
+    so each kernel call applies it in the thread it runs on (request threads included)."""
+    global _threads
+    if n <= 0:
+        return
+    if _numba is not None:
+        _threads = max(1, min(n, int(_numba.config.NUMBA_NUM_THREADS)))
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+        threadpool_limits(n, user_api="blas")
+    except Exception:  # noqa: BLE001 - BLAS thread control is best effort
+        pass
+
+
+def _apply_threads() -> None:
+    if _threads and getattr(_local, "threads", 0) != _threads:
+        _numba.set_num_threads(_threads)
+        _local.threads = _threads
+
+
+def status() -> dict[str, object]:
+    """What runs the kernels: numba's version, threading layer, SIMD and thread count."""
+    if _numba is None:
+        why = "ASSISTANT_NO_NUMBA=1" if os.environ.get("ASSISTANT_NO_NUMBA") else "numba not importable"
+        return {"kernels": "numpy", "reason": why}
+    try:
+        layer = str(_numba.threading_layer())
+    except ValueError:  # chosen at the first parallel region: run a tiny one
+        q = np.ones((1, 8), dtype=np.float32)
+        attend_one(q, q.reshape(1, 1, 8), q.reshape(1, 1, 8), 1, 0, 1.0)
+        layer = str(_numba.threading_layer())
+    try:
+        import llvmlite.binding as llvm  # type: ignore[import-untyped]
+
+        cpu = str(llvm.get_host_cpu_name())
+        feats = str(llvm.get_host_cpu_features().flatten())
+        simd = [f for f in ("avx512f", "avx512vnni", "avx2", "fma", "neon", "sve") if "+" + f in feats]
+    except Exception:  # noqa: BLE001
+        cpu, simd = "unknown", []
+    return {"kernels": "numba", "numba": str(_numba.__version__), "threading_layer": layer,
+            "threads": _threads or int(_numba.get_num_threads()), "cpu": cpu, "simd": simd,
+            "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "")}
+
+
+def warm() -> None:
+    """Compile (or load from the disk cache) every kernel for the types the engine uses."""
+    x = np.ones((1, 32), dtype=np.float32)
+    codes = np.ones((1, 1, 32, W), dtype=np.int8)
+    sc = np.ones((1, 1, W), dtype=np.float32)
+    no_mins = np.zeros((0, 0, 0), dtype=np.float32)
+    y = np.empty((1, W), dtype=np.float32)
+    qmatmul(x, codes, sc, no_mins, y)
+    qmatmul(x, codes, sc, sc, y)
+    qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), sc, sc, y)
+    hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)
+    out = np.empty((32, W), dtype=np.float32)
+    qdequant(codes, sc, no_mins, 0, out)
+    qdequant(codes, sc, sc, 0, out)
+    q = np.ones((2, 8), dtype=np.float32)
+    kv = np.ones((1, 4, 8), dtype=np.float32)
+    attend_one(q, kv, kv, 3, 0, 0.5)
+
+
+if os.environ.get("ASSISTANT_THREADS", "").isdigit():
+    set_threads(int(os.environ["ASSISTANT_THREADS"]))

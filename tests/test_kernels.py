@@ -1,0 +1,187 @@
+"""The quantized products and the decoding attention kernel against float64 references,
+on every block type, odd shapes and both paths (numba, and the numpy fallback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from assistant.core import kernels
+from assistant.core.gguf import GGML_TYPES, open_gguf
+from assistant.core.quants import dequantize
+from assistant.core.weights import Linear, QuantLinear, WeightLoader
+from conftest import NEUTRAL_CWD
+
+TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16"]
+# Byte offsets of each block's float16 scale fields: random bytes there would be inf/NaN.
+F16_FIELDS = {"Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q8_0": (0,),
+              "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def path(request, monkeypatch):
+    """Run a test on the numba kernels and again on the numpy fallback."""
+    if request.param == "numba" and not kernels.HAVE_NUMBA:
+        pytest.skip("numba is not importable here")
+    if request.param == "numpy":
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    return request.param
+
+
+def random_matrix(name: str, rows: int, cols: int, seed: int) -> np.ndarray:
+    """Raw bytes ``(rows, row_bytes)`` of a ``name`` matrix with random codes and sane scales."""
+    rng = np.random.default_rng(seed)
+    if name == "F16":
+        return rng.standard_normal((rows, cols)).astype(np.float16).view(np.uint8)
+    _n, block, bsize = GGML_TYPES[Q[name].value]
+    raw = rng.integers(0, 256, size=(rows * cols // block, bsize), dtype=np.uint8)
+    for off in F16_FIELDS[name]:
+        raw[:, off:off + 2] = rng.uniform(-0.1, 0.1, size=(raw.shape[0], 1)).astype(np.float16).view(np.uint8)
+    return raw.reshape(rows, -1)
+
+
+def write_gguf(path, tensors: dict[str, tuple[str, np.ndarray, int]]) -> str:
+    """A GGUF holding raw matrices ``{name: (type, raw bytes, cols)}``."""
+    w = gguf.GGUFWriter(str(path), "llama")
+    for tname, (qname, raw, cols) in tensors.items():
+        rows = raw.shape[0]
+        if qname == "F16":
+            w.add_tensor(tname, raw.view(np.float16).reshape(rows, cols))
+        else:
+            w.add_tensor(tname, raw, raw_shape=(rows, raw.shape[1]), raw_dtype=Q[qname])
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    return str(path)
+
+
+def dense(name: str, raw: np.ndarray, cols: int) -> np.ndarray:
+    """The matrix ``(rows, cols)`` as float64, from our bit-exact dequantizer."""
+    return dequantize(Q[name].value, raw.reshape(-1), (raw.shape[0], cols)).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("n_out", [64, 100, 320])
+@pytest.mark.parametrize("t_rows", [1, 7, 20])
+def test_product_matches_float64(tmp_path, path, name, n_out, t_rows):
+    cols = 512
+    raw = random_matrix(name, n_out, cols, seed=n_out + t_rows)
+    f = open_gguf(write_gguf(tmp_path / "m.gguf", {"w": (name, raw, cols)}))
+    lin = WeightLoader(f, "lean").linear(["w"])
+    assert isinstance(lin, QuantLinear)
+    x = np.random.default_rng(1).standard_normal((t_rows, cols)).astype(np.float32)
+    y = lin(x)
+    ref = x.astype(np.float64) @ dense(name, raw, cols).T
+    assert y.shape == (t_rows, n_out) and y.dtype == np.float32
+    assert np.abs(y - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_fused_mixed_types_permuted_with_bias(tmp_path, path):
+    """q/k/v fused the way Q4_K_M files mix them (Q4_K's 32-groups beside Q6_K's 16), with
+    a row permutation on the first two and a bias."""
+    cols = 256
+    parts = {"q": ("Q4_K", 128), "k": ("Q5_0", 64), "v": ("Q6_K", 64)}
+    raws = {n: random_matrix(t, r, cols, seed=i) for i, (n, (t, r)) in enumerate(parts.items())}
+    bias = {n + ".bias": np.random.default_rng(9).standard_normal(r).astype(np.float32) for n, (_t, r) in parts.items()}
+    gpath = tmp_path / "f.gguf"
+    w = gguf.GGUFWriter(str(gpath), "llama")
+    for n, (t, r) in parts.items():
+        w.add_tensor(n, raws[n], raw_shape=raws[n].shape, raw_dtype=Q[t])
+        w.add_tensor(n + ".bias", bias[n + ".bias"])
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    perm_q = np.random.default_rng(2).permutation(128)
+    perm_k = np.random.default_rng(3).permutation(64)
+    lin = WeightLoader(open_gguf(str(gpath)), "lean").linear(["q", "k", "v"], [perm_q, perm_k, None],
+                                                             ["q.bias", "k.bias", "v.bias"])
+    mats = [dense("Q4_K", raws["q"], cols)[perm_q], dense("Q5_0", raws["k"], cols)[perm_k], dense("Q6_K", raws["v"], cols)]
+    b = np.concatenate([bias["q.bias"][perm_q], bias["k.bias"][perm_k], bias["v.bias"]])
+    x = np.random.default_rng(4).standard_normal((3, cols)).astype(np.float32)
+    ref = x.astype(np.float64) @ np.concatenate(mats).T + b
+    assert np.abs(lin(x) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_f32_matrices_stay_float32(tmp_path):
+    raw = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    gpath = tmp_path / "f32.gguf"
+    w = gguf.GGUFWriter(str(gpath), "llama")
+    w.add_tensor("w", raw)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    lin = WeightLoader(open_gguf(str(gpath)), "lean").linear(["w"])
+    assert type(lin) is Linear
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "Q6_K", "F16"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_corrupt_scales_are_refused_at_load(tmp_path, name, bad):
+    raw = random_matrix(name, 64, 256, seed=0)
+    off = 0 if name == "F16" else F16_FIELDS[name][0]
+    raw[5, off:off + 2] = np.array([bad], dtype=np.float16).view(np.uint8)
+    f = open_gguf(write_gguf(tmp_path / "bad.gguf", {"w": (name, raw, 256)}))
+    with pytest.raises(ValueError, match="inf or NaN"):
+        WeightLoader(f, "lean").linear(["w"])
+
+
+def attention_ref(q, k, v, n, k0, scale, softcap):
+    group = q.shape[0] // k.shape[0]
+    keys = np.repeat(k[:, k0:n], group, axis=0).astype(np.float64)
+    vals = np.repeat(v[:, k0:n], group, axis=0).astype(np.float64)
+    s = np.einsum("hd,hsd->hs", q.astype(np.float64), keys) * scale
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return np.einsum("hs,hsd->hd", p, vals)
+
+
+@pytest.mark.parametrize("heads,kv,hd,n,k0,softcap", [
+    (9, 3, 64, 577, 0, 0.0),   # SmolLM2's groups of 3
+    (14, 2, 64, 33, 0, 0.0),   # Qwen's groups of 7
+    (4, 1, 256, 600, 89, 0.0),  # Gemma's one KV head, a sliding window
+    (4, 2, 32, 1, 0, 0.0),     # the first token sees only itself
+    (4, 2, 32, 50, 10, 5.0),   # Gemma 2's soft-capped scores
+])
+def test_decode_attention_matches_float64(path, heads, kv, hd, n, k0, softcap):
+    rng = np.random.default_rng(n)
+    q = rng.standard_normal((heads, hd)).astype(np.float32)
+    k = rng.standard_normal((kv, n + 7, hd)).astype(np.float32)  # cache longer than n
+    v = rng.standard_normal((kv, n + 7, hd)).astype(np.float32)
+    scale = 1.0 / np.sqrt(hd)
+    out = kernels.attend_one(q, k, v, n, k0, scale, softcap)
+    assert out.shape == (heads, hd) and out.dtype == np.float32
+    assert np.abs(out - attention_ref(q, k, v, n, k0, scale, softcap)).max() < 1e-5
+
+
+def test_numpy_fallback_runs_a_model_and_says_so_once(tmp_path):
+    """Where numba cannot be imported (a stand-in package that fails to import, as on a
+    brand-new Python), the numpy path computes the same logits and one warning says so."""
+    from gguf import GGMLQuantizationType as QT
+    from ggufmaker import make_model
+
+    model = str(make_model(tmp_path / "q.gguf", arch="llama", qtype=QT.Q4_1, seed=3))
+    broken = tmp_path / "broken" / "numba"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('no wheel for this Python')\n")
+    code = ("import sys, numpy as np\n"
+            "from assistant.core.engine import Model\n"
+            "from assistant.core import kernels\n"
+            "m = Model(sys.argv[1], memory='lean', n_ctx=32)\n"
+            "np.save(sys.argv[2], m.logits([5, 17, 42, 99, 7]))\n"
+            "c = m.net.new_cache(8); m.net.forward(np.array([5], np.int32), c)\n"
+            "print(kernels.status()['kernels'])\n")
+    outs = []
+    for pythonpath in (str(broken.parent), ""):
+        env = dict(os.environ, PYTHONPATH=pythonpath)
+        env.pop("ASSISTANT_NO_NUMBA", None)
+        out = tmp_path / f"l{len(outs)}.npy"
+        r = subprocess.run([sys.executable, "-c", code, model, str(out)], env=env, cwd=NEUTRAL_CWD,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append((np.load(out), r.stdout.strip(), r.stderr))
+    (fallback, kind_fb, err_fb), (fast, kind_fast, err_fast) = outs
+    assert kind_fb == "numpy" and kind_fast == ("numba" if kernels.HAVE_NUMBA else "numpy")
+    assert err_fb.count("numba cannot be imported (no wheel for this Python)") == 1
+    np.testing.assert_allclose(fallback, fast, atol=1e-4, rtol=0)
