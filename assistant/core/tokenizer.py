@@ -491,6 +491,8 @@ class SPMTokenizer(Tokenizer):
                 out.append(tok)
                 prev_special = True
                 continue
+            if not raw:
+                continue  # llama.cpp makes no fragment of empty text: "" gives no "▁"
             if v.add_space_prefix and prev_special:
                 raw = " " + raw
             out.extend(self._segment(raw.replace(" ", SPM_SPACE)))
