@@ -261,3 +261,24 @@ def test_progress_line_shows_speed_and_time_left():
     assert progress_line("m.gguf", 1, 8_000_000_000, 1_000_000.0).endswith("2:13:19 left")
     assert progress_line("m.gguf", 100, 100, 5e6).endswith("done")
     assert "-.- MB/s" in progress_line("m.gguf", 0, 100, 0.0)
+
+
+def test_commented_popular_entries_are_valid_when_uncommented(tmp_path, monkeypatch):
+    """Uncommenting the popular models in models.toml gives working entries that read
+    huggingface.co's resolve/main URLs."""
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    text = (Path(__file__).parents[1] / "models.toml").read_text(encoding="utf-8")
+    block = text[text.index("# Popular chat models"):]
+    lines = [ln[2:] for ln in block.splitlines() if ln.startswith(("# [models.", "# description", "# source",
+                                                                    "# prompt_format", "# context_length"))]
+    cfg = tmp_path / "popular.toml"
+    cfg.write_text("\n".join(lines) + "\n")
+    reg = load_registry(str(cfg))
+    assert not [e for e in reg.errors if "popular.toml" in e], reg.errors
+    names = {"llama-3.2-1b", "llama-3.2-3b", "qwen3-0.6b", "qwen3-8b", "gemma-2-2b", "phi-3.5-mini",
+             "phi-4-mini", "smollm3-3b", "mistral-7b"}
+    assert names <= set(reg.models)
+    for name in names:
+        e = reg.models[name]
+        assert e.file.endswith(".gguf") and "~" in e.description and " GB" in e.description
+        assert source_url(e.source) == f"https://huggingface.co/{e.source['hf']}/resolve/main/{e.file}"
