@@ -12,8 +12,9 @@ from assistant.chat import ChatRunner, ChatSettings, prompt_tokens, prompt_forma
 from assistant.core.gguf import open_gguf
 from assistant.core.tokenizer import (BYTE_TO_UNICODE, TT_BYTE, TT_CONTROL, TT_NORMAL, TT_UNKNOWN,
                                       TT_USER_DEFINED, BPETokenizer, SPMTokenizer, Tokenizer, Vocab,
-                                      tokenizer_from_gguf, vocab_from_gguf)
+                                      tokenizer_from_gguf)
 from assistant.formats import TemplateError, auto_format, fold_system, split_thinking, without_old_thinking
+from vocabs import phi3_tokenizer
 
 DATA = Path(__file__).parent / "data"
 TEMPLATES = DATA / "templates"
@@ -46,34 +47,21 @@ def _qwen3() -> tuple[Tokenizer, str, str]:
     return BPETokenizer(v, []), "", "<|im_end|>"
 
 
-def _spm(pieces: list[tuple[str, int]], add_bos: bool, space_prefix: bool, base: Vocab | None = None) -> Vocab:
-    tokens = (list(base.tokens) if base else []) + [p for p, _t in pieces]
-    types = (list(base.types) if base else []) + [t for _p, t in pieces]
-    scores = (list(base.scores) if base else []) + [0.0] * len(pieces)
-    v = Vocab(tokens, types, scores, "llama", "default")
-    v.add_bos, v.add_space_prefix = add_bos, space_prefix
-    return v
-
-
 def _gemma() -> tuple[Tokenizer, str, str]:
     """No Gemma vocabulary small enough is in the repository: a SentencePiece one with Gemma's
     control tokens, byte fallback and no space prefix (as Gemma 2 and 3 files say)."""
     pieces = [("<pad>", TT_CONTROL), ("<eos>", TT_CONTROL), ("<bos>", TT_CONTROL), ("<unk>", TT_UNKNOWN),
               ("<start_of_turn>", TT_CONTROL), ("<end_of_turn>", TT_CONTROL)]
     pieces += [(f"<0x{b:02X}>", TT_BYTE) for b in range(256)] + [("▁", TT_NORMAL)]
-    v = _spm(pieces, add_bos=True, space_prefix=False)
-    v.bos_id, v.eos_id, v.unk_id = 2, 1, 3
+    v = Vocab([p for p, _t in pieces], [t for _p, t in pieces], [0.0] * len(pieces), "llama", "default")
+    v.bos_id, v.eos_id, v.unk_id, v.add_bos, v.add_space_prefix = 2, 1, 3, True, False
     return SPMTokenizer(v), "<bos>", "<eos>"
 
 
 def _phi3() -> tuple[Tokenizer, str, str]:
-    """Phi-3's vocabulary is Llama 2's (tests/data/tokenizers) plus its chat tokens at 32000..."""
-    base = vocab_from_gguf(open_gguf(str(DATA / "tokenizers" / "llama2-spm.vocab.gguf")))
-    chat = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>", "<|placeholder3|>",
-            "<|placeholder4|>", "<|system|>", "<|end|>", "<|placeholder5|>", "<|placeholder6|>", "<|user|>"]
-    v = _spm([(p, TT_CONTROL) for p in chat], add_bos=False, space_prefix=True, base=base)
-    v.bos_id, v.eos_id, v.unk_id = 1, v.token_to_id["<|endoftext|>"], 0
-    return SPMTokenizer(v), "<s>", "<|endoftext|>"
+    """Phi-3's vocabulary: Llama 2's (tests/data/tokenizers) plus its chat tokens; Phi-3.5 files
+    do not add a BOS."""
+    return phi3_tokenizer(add_bos=False), "<s>", "<|endoftext|>"
 
 
 FAMILIES = {"llama-3": _llama3, "qwen3": _qwen3, "gemma": _gemma, "phi-3": _phi3}

@@ -16,6 +16,7 @@ import pytest
 from assistant.core.gguf import open_gguf
 from assistant.core.pretokenize import NO_CLEAN_SPACES, PreTokenizer
 from assistant.core.tokenizer import SPMTokenizer, Tokenizer, Vocab, tokenizer_from_gguf
+from vocabs import phi3_tokenizer
 
 DATA = Path(__file__).parent / "data" / "tokenizers"
 VOCABS = ("llama3-bpe", "llama2-spm")
@@ -168,3 +169,43 @@ def test_phi3_style_spm_on_the_real_llama2_vocabulary():
     assert t.vocab.tokens[hello[0]] == "▁Hello"
     assert t.encode("", add_special=False) == []
     assert t.encode("", add_special=True) == [1]
+
+
+def test_phi3_special_tokens_swallow_the_whitespace_after_them():
+    """llama.cpp's ids for a Phi-3 turn: a file named Phi-3 marks its chat tokens RSTRIP, so the
+    newline after <|user|> goes and SentencePiece's space prefix makes "▁S" "YS" of "SYS"."""
+    text = "<|user|>\nSYS\nHI<|end|>\n<|assistant|>\n"
+    assert phi3_tokenizer().encode(text, add_special=True, parse_special=True) == \
+        [1, 32010, 317, 21554, 13, 17628, 32007, 32001]
+    # Any other SentencePiece model keeps the whitespace.
+    kept = phi3_tokenizer(named_phi3=False).encode(text, add_special=True, parse_special=True)
+    assert kept[:4] == [1, 32010, 29871, 13] and len(kept) > 8
+    # Without special-token parsing nothing is split out, so nothing is stripped.
+    plain = phi3_tokenizer().encode(text, add_special=False)
+    assert phi3_tokenizer(named_phi3=False).encode(text, add_special=False) == plain
+
+
+def test_phi3_rstrip_comes_from_the_files_name(tmp_path):
+    import numpy as np
+
+    from assistant.core.gguf import T_ARRAY, T_INT32, T_STRING
+    from assistant.core.gguf_writer import write_gguf
+    from vocabs import PHI3_CHAT
+
+    base = vocab_tokenizer("llama2-spm").vocab
+    tokens = base.tokens + PHI3_CHAT
+    types = base.types + [3] * len(PHI3_CHAT)
+    scores = base.scores + [0.0] * len(PHI3_CHAT)
+    for name, stripped in (("Phi3 Mini 4k Instruct", True), ("Llama 2 7B Chat", False)):
+        path = tmp_path / f"{stripped}.gguf"
+        write_gguf(str(path), [
+            ("general.architecture", T_STRING, "llama"), ("general.name", T_STRING, name),
+            ("tokenizer.ggml.model", T_STRING, "llama"),
+            ("tokenizer.ggml.tokens", T_ARRAY, tokens),
+            ("tokenizer.ggml.scores", T_ARRAY, np.array(scores, dtype=np.float32)),
+            ("tokenizer.ggml.token_type", T_ARRAY, np.array(types, dtype=np.int32)),
+            ("tokenizer.ggml.bos_token_id", T_INT32, 1), ("tokenizer.ggml.eos_token_id", T_INT32, 32000),
+        ], [])
+        v = tokenizer_from_gguf(open_gguf(str(path))).vocab
+        assert (v.token_to_id["<|user|>"] in v.rstrip_ids) is stripped
+        assert v.token_to_id["<|endoftext|>"] not in v.rstrip_ids and 1 not in v.rstrip_ids
