@@ -89,9 +89,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that stops reading (a refused size, a full disk) breaks our pipe: expected.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = Server(("127.0.0.1", 0), Handler)
     srv.log = []
     srv.dropped = set()
     srv.daemon_threads = True
@@ -180,6 +187,26 @@ def test_wrong_size_is_refused_before_downloading(server, cache):
 def test_redirect_is_followed(server, cache):
     assert pull(entry(f"{server.url}/redirect/m.gguf", sha256=SHA)).read_bytes() == PAYLOAD
     assert [p for p, _r, _a in server.log] == ["/redirect/m.gguf", "/files/m.gguf"]
+
+
+def test_resume_through_a_redirect_keeps_the_range(server, cache):
+    cache.mkdir()
+    (cache / "m.gguf.partial").write_bytes(PAYLOAD[:HALF])
+    assert pull(entry(f"{server.url}/redirect/m.gguf", sha256=SHA)).read_bytes() == PAYLOAD
+    assert server.log == [("/redirect/m.gguf", f"bytes={HALF}-", None), ("/files/m.gguf", f"bytes={HALF}-", None)]
+
+
+def test_gated_repo_from_the_command_line_is_one_clear_line(server, cache):
+    env = {**os.environ, "ASSISTANT_MODELS_DIR": str(cache), "HF_ENDPOINT": server.url}
+    out = subprocess.run([sys.executable, "-m", "assistant", "pull", "hf:gated-org/Model-GGUF/m.gguf"],
+                         capture_output=True, text=True, env=env, timeout=120, cwd=NEUTRAL_CWD)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "401" in out.stderr and "HF_TOKEN" in out.stderr
+    env["HF_TOKEN"] = TOKEN
+    ok = subprocess.run([sys.executable, "-m", "assistant", "pull", "hf:gated-org/Model-GGUF/m.gguf"],
+                        capture_output=True, text=True, env=env, timeout=120, cwd=NEUTRAL_CWD)
+    assert ok.returncode == 0, ok.stderr
+    assert (cache / "m.gguf").read_bytes() == PAYLOAD
 
 
 def test_hf_source_reads_resolve_main_at_hf_endpoint_with_the_token(server, cache, monkeypatch):

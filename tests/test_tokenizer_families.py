@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assistant.core.gguf import open_gguf
-from assistant.core.pretokenize import NO_CLEAN_SPACES, PreTokenizer
+from assistant.core.pretokenize import NO_CLEAN_SPACES, PRETOKENIZERS, PreTokenizer
 from assistant.core.tokenizer import SPMTokenizer, Tokenizer, Vocab, tokenizer_from_gguf
 from vocabs import phi3_tokenizer
 
@@ -132,7 +134,7 @@ def test_split_rules_follow_the_published_expressions(pre):
 
 
 @pytest.mark.parametrize("alias,same_as", [("llama4", "gpt-4o"), ("deepseek-r1-qwen", "qwen2"),
-                                           ("llama3", "llama-bpe")])
+                                           ("llama3", "llama-bpe"), ("dbrx", "llama-bpe")])
 def test_pretokenizer_aliases(alias, same_as):
     text = "Don't split 2024's CamelCase 日本 😀!"
     assert PreTokenizer(alias).split(text) == PreTokenizer(same_as).split(text)
@@ -209,3 +211,10 @@ def test_phi3_rstrip_comes_from_the_files_name(tmp_path):
         v = tokenizer_from_gguf(open_gguf(str(path))).vocab
         assert (v.token_to_id["<|user|>"] in v.rstrip_ids) is stripped
         assert v.token_to_id["<|endoftext|>"] not in v.rstrip_ids and 1 not in v.rstrip_ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_every_split_rule_loses_nothing(text):
+    for name in PRETOKENIZERS:
+        assert "".join(PreTokenizer(name).split(text)) == text, name

@@ -53,6 +53,9 @@ PRETOKENIZERS: Final[dict[str, tuple[str, ...]]] = {
     "llama-bpe": (_LLAMA3,),
     "llama3": (_LLAMA3,),
     "llama-v3": (_LLAMA3,),
+    # cl100k vocabularies (DBRX, Phi-4 14B) split as Llama 3 does but merge every word.
+    "dbrx": (_LLAMA3,),
+    "smaug-bpe": (_LLAMA3,),
     "qwen2": (_QWEN2,),
     "deepseek-r1-qwen": (_QWEN2,),
     "gpt-4o": (_GPT4O,),
