@@ -354,6 +354,8 @@ def pull(ctx: click.Context, names: tuple[str, ...], all_models: bool, force: bo
             t0 = time.time()
             path = do_pull(entry, force=force)
             click.echo(f"{entry.name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.1f} s)")
+            if name not in reg.models:
+                click.echo(f"chat with it: assistant chat -m {path}")
         except (PullError, KeyError) as err:
             raise click.ClickException(str(err.args[0]) if err.args else str(err)) from None
 

@@ -221,9 +221,10 @@ def _request(url: str, start: int) -> urllib.request.Request:
 
 
 def _fetch_once(url: str, partial: Path, h: "hashlib._Hash", progress: Callable[[int, int], None],
-                expected_size: int) -> tuple[int, int, "hashlib._Hash"]:
-    """One request, appending to ``partial`` from its current size. Returns (bytes, total, hash);
-    raises :class:`_Interrupted` when the connection ends early."""
+                expected_size: int) -> "hashlib._Hash":
+    """One request, appending to ``partial`` from its current size (``h`` holds the hash of what
+    is there). Returns the hash of the whole file; raises :class:`_Interrupted` when the
+    connection ends early."""
     start = partial.stat().st_size if partial.is_file() else 0
     try:
         resp = urllib.request.urlopen(_request(url, start), timeout=TIMEOUT)
@@ -232,7 +233,7 @@ def _fetch_once(url: str, partial: Path, h: "hashlib._Hash", progress: Callable[
             # Nothing left after ``start``: the partial file is complete (the hash decides).
             m = re.search(r"/(\d+)", err.headers.get("Content-Range", "") or "")
             if m and int(m.group(1)) == start:
-                return start, start, h
+                return h
             partial.unlink()
             return _fetch_once(url, partial, hashlib.sha256(), progress, expected_size)
         raise _http_error(err, url) from None
@@ -266,7 +267,7 @@ def _fetch_once(url: str, partial: Path, h: "hashlib._Hash", progress: Callable[
             raise
     if total >= 0 and done < total:
         raise _Interrupted(f"connection lost after {done / 1e6:.1f} of {total / 1e6:.1f} MB")
-    return done, done if total < 0 else total, h
+    return h
 
 
 def _hash_prefix(partial: Path) -> "hashlib._Hash":
@@ -284,11 +285,13 @@ def _pull_http(entry: ModelEntry, url: str, final: Path, verify: bool, retries: 
     show = Progress(f"{final.name}")
     for attempt in range(retries + 1):
         try:
-            _done, _total, h = _fetch_once(url, partial, h, show, entry.size)
+            h = _fetch_once(url, partial, h, show, entry.size)
             break
         except _Interrupted as err:
             if attempt == retries:
                 kept = partial.stat().st_size if partial.is_file() else 0
+                if not kept:
+                    raise PullError(str(err)) from None
                 raise PullError(f"{err}; {kept / 1e6:.1f} MB are kept in {partial}: run the same "
                                 f"pull again to resume") from None
             sys.stderr.write(f"\n{err}; resuming ({attempt + 1}/{retries})\n")

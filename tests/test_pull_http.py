@@ -133,7 +133,7 @@ def test_pull_a_url_from_the_command_line_with_progress(server, cache):
     final = cache / "llama2-spm.vocab.gguf"
     assert final.read_bytes() == PAYLOAD and not list(cache.glob("*.partial"))
     assert "MB/s" in out.stderr and "0.7/0.7 MB" in out.stderr and "done" in out.stderr
-    assert str(final) in out.stdout
+    assert str(final) in out.stdout and f"assistant chat -m {final}" in out.stdout
     # A second pull finds the file and fetches nothing.
     n = len(server.log)
     again = subprocess.run([sys.executable, "-m", "assistant", "pull", url], capture_output=True, text=True,
