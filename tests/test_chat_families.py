@@ -167,3 +167,16 @@ def test_a_template_that_writes_bos_does_not_get_a_second_one():
 @pytest.mark.parametrize("family,stops", [("qwen3", ["<|im_end|>"]), ("phi-3", ["<|end|>", "<|endoftext|>"])])
 def test_new_formats_stop_at_their_end_of_turn(family, stops):
     assert prompt_formats()[family].stop == stops
+
+
+def test_local_backend_folds_the_system_prompt_only_when_the_files_template_refuses_it():
+    from assistant.chat import LocalBackend
+
+    backend = LocalBackend.__new__(LocalBackend)  # rendering needs no model
+    _tok, bos, eos = _gemma()
+    history = without_old_thinking(CONV)
+    backend.format = auto_format(template("gemma-2"), bos, eos)
+    assert backend.render(history, None) == auto_format(template("gemma"), bos, eos).render(history)
+    backend.format = auto_format("{{ raise_exception('broken') }}", bos, eos)
+    with pytest.raises(TemplateError, match="broken"):
+        backend.render([{"role": "user", "content": "hi"}], None)  # no system prompt: a real error
