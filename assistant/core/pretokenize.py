@@ -23,8 +23,8 @@ _QWEN2: Final = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
     r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-# o200k (GPT-4o, Phi-4): a word is optional upper-case letters then lower-case ones (or the
-# reverse), so "CamelCase" splits in two; contractions stick to the word; digits go by 1-3.
+# o200k (GPT-4o, Phi-4 mini): a word is upper-case letters then lower-case ones (either run may
+# be empty, not both), so "CamelCase" splits in two; contractions stick to the word; digits by 1-3.
 # llama.cpp's form, with "[^a-z]" / "[^A-Z]" restricted to letters instead of \p{Lu}/\p{Ll}.
 _CONTRACTION: Final = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
 _GPT4O: Final = (
