@@ -22,7 +22,8 @@ from .config import ModelEntry, Registry
 from .core.engine import GenerationSettings, Model
 from .core.sampling import SamplingSettings
 from .core.transformer import ContextFullError
-from .formats import PromptFormat, TemplateError, auto_format
+from .core.tokenizer import Tokenizer
+from .formats import PromptFormat, TemplateError, auto_format, fold_system, without_old_thinking
 from .plugin_manager import get_plugins
 from .tools import Tool, parse_tool_calls, registered_tools, run_tool
 
@@ -32,6 +33,8 @@ Cancel = Callable[[], bool]
 
 MAX_TOOL_ROUNDS = 4
 TOOL_CALL_OPEN = "<tool_call>"
+# The named format for a file without a chat template, by general.architecture.
+FALLBACK_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "phi3": "phi-3", "qwen3": "qwen3"}
 
 
 class ChatError(RuntimeError):
@@ -60,6 +63,17 @@ def prompt_formats() -> dict[str, PromptFormat]:
 
     get_plugins().call_safely("register_prompt_formats", register=register)
     return found
+
+
+def prompt_tokens(tok: Tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered chat prompt, control tokens parsed. A template that writes the
+    BOS itself (Llama 3's, Gemma's) would get a second one from the tokenizer; as llama.cpp's
+    server does, only one is kept."""
+    ids = tok.encode(text, True, True)
+    bos = tok.vocab.bos_id
+    if tok.vocab.add_bos and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+        del ids[0]
+    return ids
 
 
 def choose_memory_mode(entry_memory: str, n_params: int) -> str:
@@ -123,7 +137,9 @@ class LocalBackend:
                     return auto_format(self.model.chat_template, bos, eos)
                 except TemplateError:
                     pass
-            fmt_name = "gemma" if self.model.architecture == "gemma3" else "chatml"
+            fmt_name = FALLBACK_FORMATS.get(self.model.architecture, "chatml")
+            if "<|start_header_id|>" in self.model.tokenizer.vocab.token_to_id:
+                fmt_name = "llama-3"
         fmt = formats.get(fmt_name)
         if fmt is None:
             raise ChatError(f"model {self.name!r}: prompt format {fmt_name!r} is not registered; "
@@ -136,10 +152,17 @@ class LocalBackend:
 
     def render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
         """The prompt text; ``tools`` are OpenAI-style schemas the template may announce."""
-        return self.format.render(messages, True, tools if tools and self.format.supports_tools else None)
+        schemas = tools if tools and self.format.supports_tools else None
+        try:
+            return self.format.render(messages, True, schemas)
+        except TemplateError:
+            if self.format.name != "auto" or not messages or messages[0].get("role") != "system":
+                raise
+            # The file's template refuses a system role (Gemma 2's does): fold it into the first turn.
+            return self.format.render(fold_system(messages), True, schemas)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenize(text, add_special=True, parse_special=True))
+        return len(prompt_tokens(self.model.tokenizer, text))
 
     def fit(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings) -> tuple[list[int], int]:
         """Prompt ids for ``messages``, dropping the oldest turns (keeping the system prompt)
@@ -148,7 +171,7 @@ class LocalBackend:
         msgs = list(messages)
         dropped = 0
         while True:
-            ids = self.model.tokenize(self.render(msgs, tools), add_special=True, parse_special=True)
+            ids = prompt_tokens(self.model.tokenizer, self.render(msgs, tools))
             if len(ids) + reserve <= self.n_ctx:
                 return ids, dropped
             if settings.context_policy == "error":
@@ -251,7 +274,7 @@ class ChatRunner:
         """Yield events; the final ``done`` event carries ``content`` (the answer) and
         ``new_messages`` (assistant/tool messages produced, for the transcript)."""
         tools = self.enabled_tools(settings)
-        msgs = [self._apply_message_filters(m) for m in messages]
+        msgs = without_old_thinking([self._apply_message_filters(m) for m in messages])
         msgs = self._filter_messages(msgs)
         new_messages: list[Message] = []
         totals = {"prompt_tokens": 0.0, "generated_tokens": 0.0, "prefill_s": 0.0, "decode_s": 0.0}

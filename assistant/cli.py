@@ -339,17 +339,20 @@ def info(ctx: click.Context, model: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Fetch again even if the file exists.")
 @click.pass_context
 def pull(ctx: click.Context, names: tuple[str, ...], all_models: bool, force: bool) -> None:
-    """Fetch models listed in models.toml into the model cache."""
-    from .pull import PullError, pull as do_pull
+    """Fetch models into the model cache: NAME from models.toml, an http(s) URL, or
+    hf:OWNER/REPO/FILE.gguf (a Hugging Face repo; set HF_TOKEN for gated ones)."""
+    from .pull import PullError, pull as do_pull, pull_target
 
     reg = _registry(ctx)
     targets = list(reg.models) if all_models else list(names) or [reg.default]
     for name in targets:
         try:
-            entry = reg.get(name)
+            entry = pull_target(name, reg)
             t0 = time.time()
             path = do_pull(entry, force=force)
-            click.echo(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.1f} s)")
+            click.echo(f"{entry.name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.time() - t0:.1f} s)")
+            if name not in reg.models:
+                click.echo(f"chat with it: assistant chat -m {path}")
         except (PullError, KeyError) as err:
             raise click.ClickException(str(err.args[0]) if err.args else str(err)) from None
 

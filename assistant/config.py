@@ -44,6 +44,46 @@ def models_dir() -> Path:
     return Path(v) if v else _xdg("XDG_CACHE_HOME", ".cache") / "assistant" / "models"
 
 
+def hf_endpoint() -> str:
+    """Where ``hf = "owner/repo"`` sources are read (``HF_ENDPOINT`` overrides, as in huggingface_hub)."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+SOURCE_KEYS = ("url", "hf", "file", "revision", "wheel", "members", "member", "wheels")
+_HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_source(src: dict[str, Any], where: str) -> None:
+    """ValueError unless ``src`` is a url, hf or wheel source with well-formed values."""
+    for key in src:
+        if key not in SOURCE_KEYS:
+            raise ValueError(f"{where}.source.{key} is not a source setting; allowed: {', '.join(SOURCE_KEYS)}")
+    if "url" in src:
+        _check(isinstance(src["url"], str) and src["url"].startswith(("http://", "https://")),
+               where, "source.url", "an http(s) URL", src["url"])
+    if "hf" in src:
+        _check(isinstance(src["hf"], str) and _HF_REPO.fullmatch(src["hf"]) is not None,
+               where, "source.hf", 'a Hugging Face repo "owner/name"', src["hf"])
+        f = src.get("file")
+        _check(isinstance(f, str) and bool(f) and not f.startswith("/") and ".." not in f.split("/"),
+               where, "source.file", "the file's path inside the repo", f)
+    if "revision" in src:
+        _check(isinstance(src["revision"], str) and bool(src["revision"]), where, "source.revision",
+               "a branch, tag or commit", src["revision"])
+
+
+def source_url(src: dict[str, Any]) -> str:
+    """The download URL of a ``url`` or ``hf`` source ("" for wheel sources)."""
+    if isinstance(src.get("url"), str):
+        return str(src["url"])
+    if isinstance(src.get("hf"), str) and isinstance(src.get("file"), str):
+        from urllib.parse import quote
+
+        rev = str(src.get("revision") or "main")
+        return f"{hf_endpoint()}/{src['hf']}/resolve/{quote(rev, safe='')}/{quote(str(src['file']))}"
+    return ""
+
+
 def default_registry_text() -> str:
     return resources.files("assistant").joinpath("models.toml").read_text(encoding="utf-8")
 
@@ -186,7 +226,8 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
                    where, key, "a list of tool names", value)
             e.tools = list(value)
         elif key == "source":
-            _check(isinstance(value, dict), where, key, "a table (wheel/members or wheels)", value)
+            _check(isinstance(value, dict), where, key, "a table (url, hf and file, wheel/members or wheels)", value)
+            check_source(value, where)
             e.source = dict(value)
         elif key == "sampling":
             e.sampling = parse_sampling(value, where)
@@ -198,8 +239,14 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
            f"one of {BACKENDS} or a backend a plugin registers (letters, digits, '-', '_')", e.backend)
     if e.backend == "openai":
         _check(e.base_url.startswith(("http://", "https://")), where, "base_url", "an http(s) URL", e.base_url)
+    elif e.backend == "local" and not (e.path or e.file) and source_url(e.source):
+        # The cache file takes the downloaded file's name.
+        from urllib.parse import unquote
+
+        e.file = unquote(source_url(e.source).split("?")[0].rstrip("/").rsplit("/", 1)[-1])
+        _check(bool(e.file) and not e.file.startswith("."), where, "source", "a URL ending in a file name", e.source)
     elif e.backend == "local" and not (e.path or e.file):
-        raise ValueError(f"{where} needs `path` (a .gguf file) or `file` (a name in the model cache)")
+        raise ValueError(f"{where} needs `path` (a .gguf file), `file` (a name in the model cache) or a url/hf source")
     if e.sha256:
         _check(len(e.sha256) == 64 and all(c in "0123456789abcdef" for c in e.sha256.lower()),
                where, "sha256", "64 hexadecimal digits", e.sha256)

@@ -45,6 +45,57 @@ class PromptFormat:
         return self.render_fn(messages, add_generation_prompt, tools)
 
 
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(reasoning, answer) of a reply that thinks first (``<think>...</think>answer``, as
+    Qwen3 and R1 distills write). An unclosed ``<think>`` is all reasoning; no tags, no reasoning."""
+    if THINK_CLOSE in text:
+        parts = text.split(THINK_CLOSE)
+        return parts[0].split(THINK_OPEN)[-1].strip("\n"), parts[-1].lstrip("\n")
+    if text.lstrip().startswith(THINK_OPEN):
+        return text.lstrip()[len(THINK_OPEN):].strip("\n"), ""
+    return "", text
+
+
+def last_user_index(messages: list[Message]) -> int:
+    """Index of the last user message (-1 if none): replies after it belong to the current turn."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            return i
+    return -1
+
+
+def without_old_thinking(messages: list[Message]) -> list[Message]:
+    """``messages`` with the reasoning cut out of every assistant reply before the last user
+    message: the model sees earlier answers, not how it reached them (Qwen3's own rule)."""
+    last = last_user_index(messages)
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        if i < last and m.get("role") == "assistant" and isinstance(content, str) and THINK_OPEN in content:
+            m = dict(m)
+            m["content"] = split_thinking(content)[1]
+        out.append(m)
+    return out
+
+
+def fold_system(messages: list[Message]) -> list[Message]:
+    """The system prompt put before the first user message's text, for templates that refuse a
+    system role (Gemma 2's raises "System role not supported")."""
+    if not messages or messages[0].get("role") != "system":
+        return messages
+    system = str(messages[0].get("content", ""))
+    rest = [dict(m) for m in messages[1:]]
+    for m in rest:
+        if m.get("role") == "user":
+            m["content"] = f"{system}\n\n{m.get('content', '')}"
+            break
+    return rest
+
+
 def _raise(message: str) -> None:
     raise TemplateError(message)
 

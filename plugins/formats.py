@@ -1,4 +1,5 @@
-"""Named prompt formats: alpaca, vicuna, chatml, llama-2, llama-3, gemma, mistral, zephyr, plain.
+"""Named prompt formats: alpaca, vicuna, chatml, llama-2, llama-3, qwen3, gemma, phi-3, mistral,
+zephyr, plain.
 
 Each renders a message list to the exact text its model family was trained on and says
 which strings end an answer. Tool results (role ``tool``) are shown to formats without
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from assistant.formats import Message, PromptFormat
+from assistant.formats import Message, PromptFormat, last_user_index, split_thinking
 from assistant.hookspecs import hookimpl
 
 ALPACA_SYSTEM = ("Below is an instruction that describes a task. "
@@ -95,16 +96,56 @@ def llama3(messages: list[Message], add_generation_prompt: bool, tools: Any = No
     return out
 
 
+def qwen3(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    """ChatML as Qwen3's template writes it: replies before the last user message lose their
+    <think> block, later ones (tool rounds of this turn) keep it, tool results go in a user turn."""
+    last = last_user_index(messages)
+    out = ""
+    prev = ""
+    for i, m in enumerate(messages):
+        role = m.get("role", "user")
+        content = str(m.get("content", ""))
+        if role == "assistant":
+            reasoning, answer = split_thinking(content)
+            if i > last and reasoning:
+                answer = f"<think>\n{reasoning}\n</think>\n\n{answer}"
+            out += f"<|im_start|>assistant\n{answer}<|im_end|>\n"
+        elif role == "tool":
+            # Consecutive tool results share one user turn.
+            if prev != "tool":
+                out += "<|im_start|>user"
+            out += f"\n<tool_response>\n{content}\n</tool_response>"
+            if i + 1 == len(messages) or messages[i + 1].get("role") != "tool":
+                out += "<|im_end|>\n"
+        else:
+            out += f"<|im_start|>{role}\n{content}<|im_end|>\n"
+        prev = role
+    if add_generation_prompt:
+        out += "<|im_start|>assistant\n"
+    return out
+
+
+def phi3(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    out = ""
+    for role, content in _turns(messages):
+        if role == "system" and not content:
+            continue
+        out += f"<|{role}|>\n{content}<|end|>\n"
+    if add_generation_prompt:
+        out += "<|assistant|>\n"
+    return out
+
+
 def gemma(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
     system, rest = _split_system(messages)
     out = ""
     first = True
     for role, content in _turns(rest):
-        if first and system and role == "user":
-            content = f"{system}\n\n{content}"
+        # The system prompt goes before the first user turn's text, untrimmed (Gemma 3's template).
+        prefix = f"{system}\n\n" if first and system and role == "user" else ""
         first = False
         who = "model" if role == "assistant" else "user"
-        out += f"<start_of_turn>{who}\n{content.strip()}<end_of_turn>\n"
+        out += f"<start_of_turn>{who}\n{prefix}{content.strip()}<end_of_turn>\n"
     if add_generation_prompt:
         out += "<start_of_turn>model\n"
     return out
@@ -147,7 +188,9 @@ FORMATS = [
     PromptFormat("vicuna", vicuna, ["USER:", "</s>"], "Vicuna v1.1 (USER: ... ASSISTANT:)", VICUNA_SYSTEM),
     PromptFormat("llama-2", llama2, ["</s>", "[INST]"], "Llama 2 chat ([INST] <<SYS>> ... [/INST])"),
     PromptFormat("llama-3", llama3, ["<|eot_id|>"], "Llama 3 instruct (header ids, <|eot_id|>)"),
+    PromptFormat("qwen3", qwen3, ["<|im_end|>"], "Qwen3 (ChatML; earlier replies' <think> blocks left out)"),
     PromptFormat("gemma", gemma, ["<end_of_turn>"], "Gemma turns (<start_of_turn>user/model)"),
+    PromptFormat("phi-3", phi3, ["<|end|>", "<|endoftext|>"], "Phi-3 / Phi-3.5 (<|user|> ... <|end|>)"),
     PromptFormat("mistral", mistral, ["</s>", "[INST]"], "Mistral instruct ([INST] ... [/INST])"),
     PromptFormat("zephyr", zephyr, ["</s>", "<|user|>"], "Zephyr (<|user|>, <|assistant|>)"),
     PromptFormat("plain", plain, [], "no markup: the messages' text joined by blank lines"),

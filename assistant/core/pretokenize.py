@@ -23,6 +23,15 @@ _QWEN2: Final = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+"
     r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# o200k (GPT-4o, Phi-4 mini): a word is upper-case letters then lower-case ones (either run may
+# be empty, not both), so "CamelCase" splits in two; contractions stick to the word; digits by 1-3.
+# llama.cpp's form, with "[^a-z]" / "[^A-Z]" restricted to letters instead of \p{Lu}/\p{Ll}.
+_CONTRACTION: Final = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+_GPT4O: Final = (
+    r"[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])*(?:(?=\p{L})[^A-Z])+" + _CONTRACTION
+    + r"|[^\r\n\p{L}\p{N}]?(?:(?=\p{L})[^a-z])+(?:(?=\p{L})[^A-Z])*" + _CONTRACTION
+    + r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 _DEEPSEEK_LETTERS: Final = (
     # Written with escapes where Unicode normalization would change the character
     # (U+1F7D, U+1FBE, U+1FD3, U+1FDB, U+2126 OHM SIGN, U+212A KELVIN SIGN).
@@ -44,7 +53,13 @@ PRETOKENIZERS: Final[dict[str, tuple[str, ...]]] = {
     "llama-bpe": (_LLAMA3,),
     "llama3": (_LLAMA3,),
     "llama-v3": (_LLAMA3,),
+    # cl100k vocabularies (DBRX, Phi-4 14B) split as Llama 3 does but merge every word.
+    "dbrx": (_LLAMA3,),
+    "smaug-bpe": (_LLAMA3,),
     "qwen2": (_QWEN2,),
+    "deepseek-r1-qwen": (_QWEN2,),
+    "gpt-4o": (_GPT4O,),
+    "llama4": (_GPT4O,),
     "smollm": (r"\p{N}", _GPT2),
     "starcoder": (r"\p{N}", _GPT2),
     "deepseek-llm": (
@@ -59,8 +74,9 @@ PRETOKENIZERS: Final[dict[str, tuple[str, ...]]] = {
 
 # Pre-tokenizers whose merges are skipped when a whole word is already a token.
 IGNORE_MERGES: Final = frozenset({"llama-bpe", "llama3", "llama-v3"})
-# Pre-tokenizers for which llama.cpp does not clean up spaces when detokenizing.
-NO_CLEAN_SPACES: Final = frozenset({"llama-bpe", "llama3", "llama-v3", "qwen2", "smollm", "deepseek-llm"})
+# Pre-tokenizers for which llama.cpp does not clean up spaces when detokenizing (Llama 3's
+# llama-bpe keeps the clean-up on: " ," loses its space there).
+NO_CLEAN_SPACES: Final = frozenset({"qwen2", "deepseek-r1-qwen", "smollm", "deepseek-llm", "gpt-4o", "llama4"})
 
 
 class PreTokenizer:

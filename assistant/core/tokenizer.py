@@ -76,6 +76,7 @@ UNICODE_TO_BYTE: Final[dict[str, int]] = {c: b for b, c in enumerate(BYTE_TO_UNI
 
 
 _INNER_SPACE: Final = re.compile("[^\u2581]\u2581")
+_C_SPACE: Final = " \t\n\v\f\r"  # C's isspace, which llama.cpp's RSTRIP uses
 
 # Special-token markers for Tokenizer._partition: plane 15 private-use characters, one per
 # special token. Text that contains any of them takes the slower fragment-list path.
@@ -113,6 +114,8 @@ class Vocab:
         self.add_eos = False
         self.add_space_prefix = False
         self.eog_ids: set[int] = set()
+        # Special tokens that swallow the whitespace after them (llama.cpp's RSTRIP attribute).
+        self.rstrip_ids: set[int] = set()
 
     @property
     def n_vocab(self) -> int:
@@ -123,6 +126,19 @@ class Vocab:
         ids = [i for i, t in enumerate(self.types) if t in (TT_CONTROL, TT_USER_DEFINED, TT_UNKNOWN)]
         ids.sort(key=lambda i: -len(self.tokens[i].encode("utf-8")))
         return ids
+
+
+def phi3_rstrip_ids(v: Vocab) -> set[int]:
+    """The special tokens llama.cpp marks RSTRIP when ``general.name`` says Phi-3: all of them and
+    ``</s>``, but not ``<unk>``, ``<s>`` or ``<|endoftext|>``. Nothing in the vocabulary itself says
+    so; llama.cpp keys this on the name, and so must we to give the same tokens."""
+    ids = {i for i, t in enumerate(v.types) if t in (TT_CONTROL, TT_USER_DEFINED, TT_UNKNOWN)}
+    eos_text = v.token_to_id.get("</s>", -1)
+    if eos_text >= 0:
+        ids.add(eos_text)
+    for text in ("<unk>", "<s>", "<|endoftext|>"):
+        ids.discard(v.token_to_id.get(text, -1))
+    return ids
 
 
 def vocab_from_gguf(f: GGUFFile) -> Vocab:
@@ -162,6 +178,9 @@ def vocab_from_gguf(f: GGUFFile) -> Vocab:
         v.eog_ids.add(v.eos_id)
     if v.eot_id >= 0:
         v.eog_ids.add(v.eot_id)
+    name = f.get_str("general.name", "").lower()
+    if "phi-3" in name or "phi3" in name:
+        v.rstrip_ids = phi3_rstrip_ids(v)
     return v
 
 
@@ -232,6 +251,27 @@ class Tokenizer:
                     frags.append((part, -1))
             return frags
         return self._partition_slow(text, parse_special)
+
+    def _fragments(self, text: str, parse_special: bool) -> list[tuple[str, int]]:
+        """:meth:`_partition`, then whitespace after an RSTRIP token removed (a fragment left
+        empty is dropped), as llama.cpp's partition does while it splits."""
+        frags = self._partition(text, parse_special)
+        rstrip = self.vocab.rstrip_ids
+        if not rstrip:
+            return frags
+        out: list[tuple[str, int]] = []
+        strip = False
+        for raw, tok in frags:
+            if tok >= 0:
+                out.append((raw, tok))
+                strip = tok in rstrip
+                continue
+            if strip:
+                raw = raw.lstrip(_C_SPACE)
+            strip = False
+            if raw:
+                out.append((raw, tok))
+        return out
 
     def _partition_slow(self, text: str, parse_special: bool) -> list[tuple[str, int]]:
         """:meth:`_partition` for text that contains the marker characters itself."""
@@ -364,7 +404,7 @@ class BPETokenizer(Tokenizer):
         out: list[int] = []
         if add_special and v.add_bos and v.bos_id >= 0:
             out.append(v.bos_id)
-        for raw, tok in self._partition(text, parse_special):
+        for raw, tok in self._fragments(text, parse_special):
             if tok >= 0:
                 out.append(tok)
             else:
@@ -486,11 +526,13 @@ class SPMTokenizer(Tokenizer):
         prev_special = True
         if add_special and v.add_bos and v.bos_id >= 0:
             out.append(v.bos_id)
-        for raw, tok in self._partition(text, parse_special):
+        for raw, tok in self._fragments(text, parse_special):
             if tok >= 0:
                 out.append(tok)
                 prev_special = True
                 continue
+            if not raw:
+                continue  # llama.cpp makes no fragment of empty text: "" gives no "▁"
             if v.add_space_prefix and prev_special:
                 raw = " " + raw
             out.extend(self._segment(raw.replace(" ", SPM_SPACE)))
@@ -681,7 +723,7 @@ class SentencePieceFileTokenizer(Tokenizer):
         if add_special and v.add_bos and v.bos_id >= 0:
             out.append(v.bos_id)
         enc = getattr(self.sp, "encode")
-        for raw, tok in self._partition(text, parse_special):
+        for raw, tok in self._fragments(text, parse_special):
             if tok >= 0:
                 out.append(tok)
             elif raw:
