@@ -355,6 +355,17 @@ def pull(ctx: click.Context, names: tuple[str, ...], all_models: bool, force: bo
                 click.echo(f"chat with it: assistant chat -m {path}")
         except (PullError, KeyError) as err:
             raise click.ClickException(str(err.args[0]) if err.args else str(err)) from None
+    _warm_kernels()
+
+
+def _warm_kernels() -> None:
+    """Compile the kernels into the disk cache now, so the first answer does not wait."""
+    from .core import kernels
+
+    if kernels.HAVE_NUMBA:
+        t0 = time.time()
+        kernels.warm()
+        click.echo(f"kernels ready ({time.time() - t0:.1f} s; cached in {kernels.status()['cache_dir']})")
 
 
 @main.command()

@@ -73,6 +73,7 @@ def test_product_matches_float64(tmp_path, path, name, n_out, t_rows):
     f = open_gguf(write_gguf(tmp_path / "m.gguf", {"w": (name, raw, cols)}))
     lin = WeightLoader(f, "lean").linear(["w"])
     assert isinstance(lin, QuantLinear)
+    assert (lin.nibs is not None) == (name in ("Q4_0", "Q4_1", "Q4_K", "Q2_K", "Q3_K"))  # packed 4-bit
     x = np.random.default_rng(1).standard_normal((t_rows, cols)).astype(np.float32)
     y = lin(x)
     ref = x.astype(np.float64) @ dense(name, raw, cols).T

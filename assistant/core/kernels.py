@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
+U8 = npt.NDArray[np.uint8]
 U16 = npt.NDArray[np.uint16]
 
 W: Final = 64  # output rows per tile chunk
@@ -109,6 +110,42 @@ def _qmatmul_nb(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
                 y[t, c * W + o] = out[o]
 
 
+@_jit(parallel=True)
+def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, y: F32) -> None:
+    # x3 (T, nb, g); nibs (C, nb, g/2, W): input j in the low nibble, j + g/2 in the high;
+    # weight = (nibble - offset) * scale + min, the offset folded in per group via sum(x)
+    t_rows = x3.shape[0]
+    n_chunks = nibs.shape[0]
+    nb = nibs.shape[1]
+    hg = nibs.shape[2]
+    has_mins = mins.shape[0] > 0
+    for c in prange(n_chunks):
+        acc = np.empty(W, np.float32)
+        out = np.empty(W, np.float32)
+        for t in range(t_rows):
+            out[:] = 0.0
+            for b in range(nb):
+                acc[:] = 0.0
+                for j in range(hg):
+                    x_lo = x3[t, b, j]
+                    x_hi = x3[t, b, j + hg]
+                    for o in range(W):
+                        q = nibs[c, b, j, o]
+                        acc[o] += x_lo * np.float32(q & np.uint8(15)) + x_hi * np.float32(q >> np.uint8(4))
+                xs = np.float32(0.0)
+                for j in range(2 * hg):
+                    xs += x3[t, b, j]
+                shift = offset * xs
+                if has_mins:
+                    for o in range(W):
+                        out[o] += (acc[o] - shift) * scales[c, b, o] + xs * mins[c, b, o]
+                else:
+                    for o in range(W):
+                        out[o] += (acc[o] - shift) * scales[c, b, o]
+            for o in range(W):
+                y[t, c * W + o] = out[o]
+
+
 def _qmatmul_np(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
     n_chunks, nb, g, _w = codes.shape
     x = x3.reshape(x3.shape[0], nb * g)
@@ -138,6 +175,34 @@ def qmatmul(x: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
 
 
 # One thread: BLAS's threads multiply each band right after, and two pools must not fight.
+def q4matmul(x: F32, nibs: U8, offset: float, scales: F32, mins: F32, y: F32) -> None:
+    """:func:`qmatmul` for 4-bit codes packed two per byte (see :func:`pack_nibbles`)."""
+    t = x.shape[0]
+    _c, nb, hg, _w = nibs.shape
+    x3 = x.reshape(t, nb, 2 * hg)
+    if HAVE_NUMBA:
+        _apply_threads()
+        _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
+        return
+    codes = unpack_nibbles(nibs, offset)
+    _qmatmul_np(x3, codes, scales, mins, y)
+
+
+def pack_nibbles(codes: I8, offset: int) -> U8:
+    """``(C, nb, g, W)`` codes in ``-offset .. 15 - offset`` -> ``(C, nb, g/2, W)`` bytes: input
+    ``j`` in the low nibble, ``j + g/2`` in the high one."""
+    hg = codes.shape[2] // 2
+    u = (codes.astype(np.int16) + offset).astype(np.uint8)
+    return np.ascontiguousarray(u[:, :, :hg] | (u[:, :, hg:] << np.uint8(4)))
+
+
+def unpack_nibbles(nibs: U8, offset: float) -> I8:
+    """The inverse of :func:`pack_nibbles`."""
+    lo = (nibs & np.uint8(15)).astype(np.int8) - np.int8(offset)
+    hi = (nibs >> np.uint8(4)).astype(np.int8) - np.int8(offset)
+    return np.ascontiguousarray(np.concatenate([lo, hi], axis=2))
+
+
 @_jit(parallel=False)
 def _qdequant_nb(codes: I8, scales: F32, mins: F32, c0: int, out4: F32) -> None:
     # out4 (nb, g, n, W): a view of the (nb*g, n*W) float32 output
@@ -155,6 +220,35 @@ def _qdequant_nb(codes: I8, scales: F32, mins: F32, c0: int, out4: F32) -> None:
                 else:
                     for o in range(W):
                         out4[b, j, k, o] = codes[c, b, j, o] * scales[c, b, o]
+
+
+@_jit(parallel=False)
+def _q4dequant_nb(nibs: U8, offset: np.float32, scales: F32, mins: F32, c0: int, out4: F32) -> None:
+    # out4 (nb, g, n, W): a view of the (nb*g, n*W) float32 output
+    n = out4.shape[2]
+    nb = nibs.shape[1]
+    hg = nibs.shape[2]
+    has_mins = mins.shape[0] > 0
+    for k in range(n):
+        c = c0 + k
+        for b in range(nb):
+            for j in range(hg):
+                for o in range(W):
+                    q = nibs[c, b, j, o]
+                    m = mins[c, b, o] if has_mins else np.float32(0.0)
+                    out4[b, j, k, o] = (np.float32(q & np.uint8(15)) - offset) * scales[c, b, o] + m
+                    out4[b, j + hg, k, o] = (np.float32(q >> np.uint8(4)) - offset) * scales[c, b, o] + m
+
+
+def q4dequant(nibs: U8, offset: float, scales: F32, mins: F32, c0: int, out: F32) -> None:
+    """:func:`qdequant` for 4-bit codes packed two per byte."""
+    nb, hg = nibs.shape[1], nibs.shape[2]
+    n = out.shape[1] // W
+    if HAVE_NUMBA:
+        _q4dequant_nb(nibs, np.float32(offset), scales, mins, c0, out.reshape(nb, 2 * hg, n, W))
+        return
+    qdequant(unpack_nibbles(nibs[c0:c0 + n], offset), scales[c0:c0 + n],
+             mins[c0:c0 + n] if mins.shape[0] > 0 else mins, 0, out)
 
 
 def qdequant(codes: I8, scales: F32, mins: F32, c0: int, out: F32) -> None:
@@ -367,6 +461,10 @@ def warm() -> None:
     qmatmul(x, codes, sc, sc, y)
     qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), sc, sc, y)
     hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)
+    nibs = np.zeros((1, 1, 16, W), dtype=np.uint8)
+    q4matmul(x, nibs, 8.0, sc, no_mins, y)
+    q4matmul(x, nibs, 0.0, sc, sc, y)
+    q4dequant(nibs, 8.0, sc, no_mins, 0, np.empty((32, W), dtype=np.float32))
     out = np.empty((32, W), dtype=np.float32)
     qdequant(codes, sc, no_mins, 0, out)
     qdequant(codes, sc, sc, 0, out)

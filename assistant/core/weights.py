@@ -37,6 +37,8 @@ _BAND_ELEMS: Final = 1 << 20
 # Raw bytes split into codes at a time while repacking (bounds the temporaries).
 _REPACK_BAND_BYTES: Final = 1 << 22
 _TYPES_WITH_MINS: Final = (GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q2_K)
+# Types whose codes fit in 4 bits, and what lifts them to 0..15 (Q4_0 is -8..7, Q3_K -4..3).
+_NIBBLE_OFFSET: Final = {GGMLType.Q4_0: 8, GGMLType.Q4_1: 0, GGMLType.Q4_K: 0, GGMLType.Q2_K: 0, GGMLType.Q3_K: 4}
 _NO_SCALES: Final = np.zeros((0, 0, 0), dtype=np.float32)
 class Linear:
     """``y = x @ W + b`` with ``W`` kept as float32 ``(in, out)``.
@@ -81,6 +83,9 @@ class QuantLinear(Linear):
         self.mins = mins
         self.half = half
         self.bias = bias
+        # 4-bit codes packed two per byte, set by pack4(); codes is then None.
+        self.nibs: npt.NDArray[np.uint8] | None = None
+        self.offset = 0.0
         tiles = codes if codes is not None else half
         assert tiles is not None
         self.n_chunks = int(tiles.shape[0])
@@ -95,7 +100,9 @@ class QuantLinear(Linear):
         padded = self.n_chunks * kernels.W
         y = np.empty((t, padded), dtype=np.float32)
         if t <= QUANT_KERNEL_ROWS:
-            if self.codes is not None:
+            if self.nibs is not None:
+                kernels.q4matmul(x, self.nibs, self.offset, self.scales, self.mins, y)
+            elif self.codes is not None:
                 kernels.qmatmul(x, self.codes, self.scales, self.mins, y)
             else:
                 assert self.half is not None
@@ -105,7 +112,9 @@ class QuantLinear(Linear):
             for c0 in range(0, self.n_chunks, self.band):
                 n = min(self.band, self.n_chunks - c0)
                 part = buf[:, :n * kernels.W]
-                if self.codes is not None:
+                if self.nibs is not None:
+                    kernels.q4dequant(self.nibs, self.offset, self.scales, self.mins, c0, part)
+                elif self.codes is not None:
                     kernels.qdequant(self.codes, self.scales, self.mins, c0, part)
                 else:
                     assert self.half is not None
@@ -117,9 +126,19 @@ class QuantLinear(Linear):
             y += self.bias
         return y
 
+    def pack4(self, offset: int) -> None:
+        """Keep the codes (all within ``-offset .. 15 - offset``) as 4 bits each: half the
+        bytes to stream per token."""
+        assert self.codes is not None
+        self.nibs = kernels.pack_nibbles(self.codes, offset)
+        self.offset = float(offset)
+        self.codes = None
+
     @property
     def nbytes(self) -> int:
         n = int(self.scales.nbytes) + int(self.mins.nbytes)
+        if self.nibs is not None:
+            n += int(self.nibs.nbytes)
         if self.codes is not None:
             n += int(self.codes.nbytes)
         if self.half is not None:
@@ -264,7 +283,11 @@ class WeightLoader:
         # A hostile file's inf/NaN scales would turn every answer into NaN: refuse it now.
         if not bool(np.isfinite(scales).all()) or not bool(np.isfinite(mins).all()):
             raise ValueError(f"{', '.join(names)}: block scales hold inf or NaN (corrupt file?)")
-        return QuantLinear(codes, scales, mins, None, n_out, bias)
+        lin = QuantLinear(codes, scales, mins, None, n_out, bias)
+        offsets = {_NIBBLE_OFFSET.get(i.type_id, -1) for i in infos}
+        if len(offsets) == 1 and min(offsets) >= 0 and g % 2 == 0:
+            lin.pack4(offsets.pop())
+        return lin
 
     def output_head(self, name: str) -> Linear:
         """The vocabulary projection ``(dim, n_vocab)``, as a view of the ``(n_vocab, dim)`` rows."""
