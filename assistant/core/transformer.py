@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .gguf import GGUFFile
-from .ops import attention, rms_norm
+from .ops import attention, rms_norm, softcap_inplace
 from .weights import Linear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
@@ -160,6 +160,8 @@ class Transformer:
         self._head: Linear | None = None
         self.output_norm = self.loader.vector("output_norm.weight")
         self.embed_scale = 1.0
+        # > 0: logits are capped to cap * tanh(logit / cap) (Gemma 2).
+        self.final_softcap = 0.0
         self._prepared = False
 
     # --------------------------------------------------------------- architecture hooks
@@ -168,6 +170,32 @@ class Transformer:
 
     def head_name(self) -> str:
         return "output.weight" if self.loader.has("output.weight") else "token_embd.weight"
+
+    def set_context(self, n_ctx: int) -> None:
+        """Called once with the context size the model runs with (Phi-3's LongRoPE picks its
+        rope factors from it, as llama.cpp does); most architectures ignore it."""
+
+    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
+        """Every tensor layer ``layer`` reads, with its shape in numpy order, for
+        :meth:`check_tensors`."""
+        raise NotImplementedError
+
+    def check_tensors(self) -> None:
+        """Raise ``ValueError`` now, at load time, if a tensor the layers need is missing or
+        its shape contradicts the metadata (blocks are only built when they first run)."""
+        a = self.args
+        want: list[tuple[str, tuple[int, ...]]] = [("output_norm.weight", (a.dim,)),
+                                                   (self.head_name(), (a.n_vocab, a.dim))]
+        for layer in range(a.n_layers):
+            want.extend(self.layer_tensors(layer))
+        for name, shape in want:
+            if not self.loader.has(name):
+                raise ValueError(f"{self.f.path}: {a.arch} needs tensor {name!r}, which the file lacks")
+            got = self.f.tensor_info(name).shape
+            if tuple(got) != shape:
+                raise ValueError(f"{self.f.path}: tensor {name!r} has shape {tuple(got)}, but the metadata "
+                                 f"({a.n_heads} heads, {a.n_kv_heads} KV heads, head size {a.head_dim}, "
+                                 f"width {a.dim}, feed-forward {a.ffn_dim}) implies {shape}")
 
     # --------------------------------------------------------------- pieces
     def block(self, layer: int) -> Block:
@@ -258,7 +286,7 @@ class Transformer:
         for c, tok in zip(caches, tokens):
             c.n = pos + 1
             c.tokens.append(int(tok))
-        return self.head()(rms_norm(x, self.output_norm, self.args.eps))
+        return self.output(rms_norm(x, self.output_norm, self.args.eps))
 
     def forward(self, tokens: I32, cache: KVCache, all_logits: bool = False,
                 should_stop: Callable[[], bool] | None = None) -> F32:
@@ -282,13 +310,13 @@ class Transformer:
             except Stopped:
                 return np.zeros((0, self.args.n_vocab), dtype=np.float32)
             if all_logits:
-                outs.append(self.head()(h))
+                outs.append(self.output(h))
             last = h[-1:]
         if all_logits:
             return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.args.n_vocab), dtype=np.float32)
         if last.shape[0] == 0:
             return np.zeros((0, self.args.n_vocab), dtype=np.float32)
-        return self.head()(last)
+        return self.output(last)
 
     def linears(self) -> list[Linear]:
         """Every matrix product of one token's forward pass, in order, the head last."""
@@ -297,6 +325,13 @@ class Transformer:
             out.extend(self.block(layer).linears())
         out.append(self.head())
         return out
+
+    def output(self, h: F32) -> F32:
+        """Logits ``(T, n_vocab)`` of final-normed hidden states ``h`` ``(T, dim)``."""
+        logits = self.head()(h)
+        if self.final_softcap > 0.0:
+            softcap_inplace(logits, self.final_softcap)
+        return logits
 
     @property
     def weight_bytes(self) -> int:
@@ -311,17 +346,17 @@ class Transformer:
 
 
 def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, scale: float,
-           window: int = 0) -> F32:
+           window: int = 0, softcap: float = 0.0) -> F32:
     """Store k/v and attend. q ``(n_heads, R, hd)``, k/v ``(n_kv, R, hd)``: R tokens of one
     sequence (one cache), or one token per parallel sequence (one cache per row).
     Returns ``(R, n_heads * hd)``."""
     if len(caches) == 1:
         keys, values = caches[0].store(layer, pos, k, v)
-        return attention(q, keys, values, pos, scale, window)
+        return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []
     for i, c in enumerate(caches):
         keys, values = c.store(layer, pos, k[:, i:i + 1], v[:, i:i + 1])
-        outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window))
+        outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window, softcap))
     return np.concatenate(outs, axis=0)
 
 
