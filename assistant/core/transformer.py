@@ -66,6 +66,8 @@ class ModelArgs:
         self.n_vocab = emb.shape[0]
         if self.n_heads % max(1, self.n_kv_heads) != 0 or self.n_kv_heads <= 0:
             raise ValueError(f"{arch}: {self.n_heads} heads cannot be grouped over {self.n_kv_heads} KV heads")
+        if self.n_rot > self.head_dim or self.n_rot % 2 or self.head_dim <= 0:
+            raise ValueError(f"{arch}: rope dimension {self.n_rot} exceeds the head size {self.head_dim} or is odd")
         if emb.shape[1] != self.dim:
             raise ValueError(f"token_embd.weight has width {emb.shape[1]}, expected {self.dim}")
 
