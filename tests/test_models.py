@@ -70,7 +70,7 @@ def test_unknown_architecture_lists_supported(tmp_path):
     w = gguf.GGUFWriter(str(tmp_path / "x.gguf"), "mamba")
     w.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=np.float32))
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    with pytest.raises(ValueError, match="'mamba' is not supported; supported: gemma3, llama, qwen2"):
+    with pytest.raises(ValueError, match="'mamba' is not supported; supported: gemma2, gemma3, llama, phi3, qwen2, qwen3, smollm3"):
         build_model(open_gguf(str(tmp_path / "x.gguf")))
 
 

@@ -35,7 +35,7 @@ def test_rotation_matrix_path_matches_elementwise_rope():
         np.testing.assert_allclose(same[:, 2], rope.apply(x[:, 2:3].copy(), 120)[:, 0], rtol=1e-6, atol=1e-6)
 
 
-def _reference_attention(q, k, v, pos, scale, window=0):
+def _reference_attention(q, k, v, pos, scale, window=0, softcap=0.0):
     """Plain float64 causal grouped-query attention, one query row at a time."""
     n_heads, t, hd = q.shape
     group = n_heads // k.shape[0]
@@ -46,6 +46,8 @@ def _reference_attention(q, k, v, pos, scale, window=0):
             p = pos + i
             lo = max(0, p - window + 1) if window else 0
             s = kh[lo:p + 1] @ q[h, i].astype(np.float64) * scale
+            if softcap:
+                s = softcap * np.tanh(s / softcap)
             w = np.exp(s - s.max())
             out[i, h] = (w / w.sum()) @ vh[lo:p + 1]
     return out.reshape(t, n_heads * hd)
@@ -69,6 +71,20 @@ def test_attention_matches_a_float64_reference():
         assert got.dtype == np.float32 and got.shape == (t, n_heads * hd)
         np.testing.assert_allclose(got, _reference_attention(q, k, v, pos, 1 / math.sqrt(hd), window),
                                    rtol=2e-5, atol=2e-5)
+
+
+def test_soft_capped_attention_matches_a_float64_reference():
+    """Gemma 2's soft-cap on the scaled scores, before the mask: in a windowed prompt chunk
+    and in a decoding row padded to 4."""
+    rng = np.random.default_rng(4)
+    for n_heads, n_kv, hd, pos, t, window in ((4, 2, 32, 20, 150, 8), (4, 2, 32, 60, 1, 8), (4, 2, 32, 60, 1, 0)):
+        q = (3 * rng.standard_normal((n_heads, t, hd))).astype(np.float32)  # scores well past the cap
+        k = rng.standard_normal((n_kv, pos + t, hd)).astype(np.float32)
+        v = rng.standard_normal((n_kv, pos + t, hd)).astype(np.float32)
+        got = attention(q, k, v, pos, 1 / math.sqrt(hd), window, softcap=5.0)
+        want = _reference_attention(q, k, v, pos, 1 / math.sqrt(hd), window, softcap=5.0)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+        assert np.abs(got - _reference_attention(q, k, v, pos, 1 / math.sqrt(hd), window)).max() > 0.1
 
 
 def test_gated_activations_match_float64_without_overflow_warnings():

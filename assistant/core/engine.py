@@ -222,6 +222,7 @@ class Model:
         self.memory = memory
         train_ctx = self.net.args.n_ctx_train
         self.n_ctx = min(n_ctx, train_ctx) if n_ctx > 0 else min(train_ctx, 4096)
+        self.net.set_context(self.n_ctx)
         self.cache: KVCache = self.net.new_cache(self.n_ctx)
         self.load_seconds = time.perf_counter() - t0
         self.chat_template = self.gguf.get_str("tokenizer.chat_template", "")

@@ -92,6 +92,14 @@ def gelu_tanh(x: F32) -> F32:
     return inner
 
 
+def softcap_inplace(x: F32, cap: float) -> F32:
+    """``cap * tanh(x / cap)`` in place (Gemma 2's attention-score and final-logit capping)."""
+    np.multiply(x, np.float32(1.0 / cap), out=x)
+    np.tanh(x, out=x)
+    np.multiply(x, np.float32(cap), out=x)
+    return x
+
+
 def softmax_inplace(x: F32) -> F32:
     """Softmax over the last axis, in place. Scores may be -inf (masked), but every row
     needs one finite score, or it comes out NaN; causal attention guarantees that (each
@@ -233,26 +241,29 @@ def _additive_mask(pos: int, t: int, k0: int, s: int, window: int) -> F32:
     return mask
 
 
-def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0) -> F32:
+def attention(q: F32, k: F32, v: F32, pos: int, scale: float, window: int = 0, softcap: float = 0.0) -> F32:
     """Causal grouped-query attention.
 
     q: ``(n_heads, T, head_dim)`` for positions ``pos .. pos+T-1``; k, v: ``(n_kv_heads, S,
     head_dim)`` for positions ``0 .. S-1`` (S = pos + T). ``window`` > 0 limits each query
-    to the last ``window`` keys (sliding-window layers). Returns ``(T, n_heads * head_dim)``.
+    to the last ``window`` keys (sliding-window layers); ``softcap`` > 0 caps the scaled
+    scores with :func:`softcap_inplace` before masking. Returns ``(T, n_heads * head_dim)``.
     """
     n_heads, t, hd = q.shape
     if t <= ATTENTION_ROW_BLOCK:
         k0 = max(0, pos - window + 1) if window > 0 else 0  # keys before k0: outside every row's window
-        return _attend_keys(q, k[:, k0:], v[:, k0:], pos, k0, scale, window)
+        return _attend_keys(q, k[:, k0:], v[:, k0:], pos, k0, scale, window, softcap)
     out = np.empty((t, n_heads * hd), dtype=np.float32)
     for r0 in range(0, t, ATTENTION_ROW_BLOCK):
         r1 = min(t, r0 + ATTENTION_ROW_BLOCK)
         k0 = max(0, pos + r0 - window + 1) if window > 0 else 0
-        out[r0:r1] = _attend_keys(q[:, r0:r1], k[:, k0:pos + r1], v[:, k0:pos + r1], pos + r0, k0, scale, window)
+        out[r0:r1] = _attend_keys(q[:, r0:r1], k[:, k0:pos + r1], v[:, k0:pos + r1], pos + r0, k0, scale, window,
+                                    softcap)
     return out
 
 
-def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window: int) -> F32:
+def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window: int,
+                 softcap: float = 0.0) -> F32:
     """:func:`attention` for queries at ``pos ..`` against the keys at ``k0 .. pos+T-1``."""
     n_heads, t, hd = q.shape
     n_kv = k.shape[0]
@@ -273,6 +284,8 @@ def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window
         qg = qg * np.float32(scale)
     scores = np.matmul(qg, k.transpose(0, 2, 1))  # (n_kv, rows + pad, S); padded rows score 0
     live = scores[:, :rows].reshape(n_kv, group, t, s)  # a view: t == 1 only inserts an axis
+    if softcap > 0.0:
+        softcap_inplace(live, softcap)
     # Decoding rows get only their window's keys (see attention), so they need no mask.
     if t > 1 or (window > 0 and s > window):
         # One broadcast add of 0 / -inf: ~4x faster than boolean-mask assignment.

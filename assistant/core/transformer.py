@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from . import kernels
 from .gguf import GGUFFile
-from .ops import attention, rms_norm
+from .ops import attention, rms_norm, softcap_inplace
 from .weights import Linear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
@@ -67,6 +67,8 @@ class ModelArgs:
         self.n_vocab = emb.shape[0]
         if self.n_heads % max(1, self.n_kv_heads) != 0 or self.n_kv_heads <= 0:
             raise ValueError(f"{arch}: {self.n_heads} heads cannot be grouped over {self.n_kv_heads} KV heads")
+        if self.n_rot > self.head_dim or self.n_rot % 2 or self.head_dim <= 0:
+            raise ValueError(f"{arch}: rope dimension {self.n_rot} exceeds the head size {self.head_dim} or is odd")
         if emb.shape[1] != self.dim:
             raise ValueError(f"token_embd.weight has width {emb.shape[1]}, expected {self.dim}")
 
@@ -161,6 +163,8 @@ class Transformer:
         self._head: Linear | None = None
         self.output_norm = self.loader.vector("output_norm.weight")
         self.embed_scale = 1.0
+        # > 0: logits are capped to cap * tanh(logit / cap) (Gemma 2).
+        self.final_softcap = 0.0
         self._prepared = False
 
     # --------------------------------------------------------------- architecture hooks
@@ -169,6 +173,32 @@ class Transformer:
 
     def head_name(self) -> str:
         return "output.weight" if self.loader.has("output.weight") else "token_embd.weight"
+
+    def set_context(self, n_ctx: int) -> None:
+        """Called once with the context size the model runs with (Phi-3's LongRoPE picks its
+        rope factors from it, as llama.cpp does); most architectures ignore it."""
+
+    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
+        """Every tensor layer ``layer`` reads, with its shape in numpy order, for
+        :meth:`check_tensors`."""
+        raise NotImplementedError
+
+    def check_tensors(self) -> None:
+        """Raise ``ValueError`` now, at load time, if a tensor the layers need is missing or
+        its shape contradicts the metadata (blocks are only built when they first run)."""
+        a = self.args
+        want: list[tuple[str, tuple[int, ...]]] = [("output_norm.weight", (a.dim,)),
+                                                   (self.head_name(), (a.n_vocab, a.dim))]
+        for layer in range(a.n_layers):
+            want.extend(self.layer_tensors(layer))
+        for name, shape in want:
+            if not self.loader.has(name):
+                raise ValueError(f"{self.f.path}: {a.arch} needs tensor {name!r}, which the file lacks")
+            got = self.f.tensor_info(name).shape
+            if tuple(got) != shape:
+                raise ValueError(f"{self.f.path}: tensor {name!r} has shape {tuple(got)}, but the metadata "
+                                 f"({a.n_heads} heads, {a.n_kv_heads} KV heads, head size {a.head_dim}, "
+                                 f"width {a.dim}, feed-forward {a.ffn_dim}) implies {shape}")
 
     # --------------------------------------------------------------- pieces
     def block(self, layer: int) -> Block:
@@ -259,7 +289,7 @@ class Transformer:
         for c, tok in zip(caches, tokens):
             c.n = pos + 1
             c.tokens.append(int(tok))
-        return self.head()(rms_norm(x, self.output_norm, self.args.eps))
+        return self.output(rms_norm(x, self.output_norm, self.args.eps))
 
     def forward(self, tokens: I32, cache: KVCache, all_logits: bool = False,
                 should_stop: Callable[[], bool] | None = None) -> F32:
@@ -283,13 +313,13 @@ class Transformer:
             except Stopped:
                 return np.zeros((0, self.args.n_vocab), dtype=np.float32)
             if all_logits:
-                outs.append(self.head()(h))
+                outs.append(self.output(h))
             last = h[-1:]
         if all_logits:
             return np.concatenate(outs, axis=0) if outs else np.zeros((0, self.args.n_vocab), dtype=np.float32)
         if last.shape[0] == 0:
             return np.zeros((0, self.args.n_vocab), dtype=np.float32)
-        return self.head()(last)
+        return self.output(last)
 
     def linears(self) -> list[Linear]:
         """Every matrix product of one token's forward pass, in order, the head last."""
@@ -298,6 +328,13 @@ class Transformer:
             out.extend(self.block(layer).linears())
         out.append(self.head())
         return out
+
+    def output(self, h: F32) -> F32:
+        """Logits ``(T, n_vocab)`` of final-normed hidden states ``h`` ``(T, dim)``."""
+        logits = self.head()(h)
+        if self.final_softcap > 0.0:
+            softcap_inplace(logits, self.final_softcap)
+        return logits
 
     @property
     def weight_bytes(self) -> int:
@@ -312,29 +349,29 @@ class Transformer:
 
 
 def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, scale: float,
-           window: int = 0) -> F32:
+           window: int = 0, softcap: float = 0.0) -> F32:
     """Store k/v and attend. q ``(n_heads, R, hd)``, k/v ``(n_kv, R, hd)``: R tokens of one
     sequence (one cache), or one token per parallel sequence (one cache per row).
     Returns ``(R, n_heads * hd)``."""
     if len(caches) == 1:
         keys, values = caches[0].store(layer, pos, k, v)
         if q.shape[1] == 1 and kernels.HAVE_NUMBA:
-            return _attend_one(q[:, 0], caches[0], layer, pos, scale, window)
-        return attention(q, keys, values, pos, scale, window)
+            return _attend_one(q[:, 0], caches[0], layer, pos, scale, window, softcap)
+        return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []
     for i, c in enumerate(caches):
         keys, values = c.store(layer, pos, k[:, i:i + 1], v[:, i:i + 1])
         if kernels.HAVE_NUMBA:
-            outs.append(_attend_one(q[:, i], c, layer, pos, scale, window))
+            outs.append(_attend_one(q[:, i], c, layer, pos, scale, window, softcap))
         else:
-            outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window))
+            outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window, softcap))
     return np.concatenate(outs, axis=0)
 
 
-def _attend_one(q: F32, cache: KVCache, layer: int, pos: int, scale: float, window: int) -> F32:
+def _attend_one(q: F32, cache: KVCache, layer: int, pos: int, scale: float, window: int, softcap: float) -> F32:
     """One decoding row (q ``(n_heads, hd)``) through the attention kernel: ``(1, n_heads * hd)``."""
     k0 = max(0, pos - window + 1) if window > 0 else 0
-    out = kernels.attend_one(np.ascontiguousarray(q), cache.k[layer], cache.v[layer], pos + 1, k0, scale)
+    out = kernels.attend_one(np.ascontiguousarray(q), cache.k[layer], cache.v[layer], pos + 1, k0, scale, softcap)
     return out.reshape(1, -1)
 
 

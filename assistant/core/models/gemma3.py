@@ -19,6 +19,7 @@ from ..gguf import GGUFFile
 from ..ops import Rope, geglu, rms_norm
 from ..transformer import Block, KVCache, ModelArgs, Transformer, attend
 from ..weights import Linear, WeightLoader
+from .llama import llama_layer_tensors
 
 F32 = npt.NDArray[np.float32]
 
@@ -27,9 +28,12 @@ LOCAL_ROPE_BASE = 10000.0
 SWA_PERIOD = 6
 
 
-class Gemma3Block(Block):
+class GemmaBlock(Block):
+    """Gemma 2/3 layer: norms before and after attention and feed-forward, GELU gating;
+    Gemma 3 norms q and k per head, Gemma 2 soft-caps the attention scores instead."""
+
     def __init__(self, args: ModelArgs, loader: WeightLoader, layer: int, rope: Rope,
-                 window: int, query_scale: float) -> None:
+                 window: int, query_scale: float, qk_norm: bool = True, softcap: float = 0.0) -> None:
         p = f"blk.{layer}."
         self.n_heads = args.n_heads
         self.n_kv = args.n_kv_heads
@@ -38,10 +42,11 @@ class Gemma3Block(Block):
         self.rope = rope
         self.window = window
         self.query_scale = query_scale
+        self.softcap = softcap
         self.ffn_dim = args.ffn_dim
         self.attn_norm = loader.vector(p + "attn_norm.weight")
-        self.q_norm = loader.vector(p + "attn_q_norm.weight")
-        self.k_norm = loader.vector(p + "attn_k_norm.weight")
+        self.q_norm = loader.vector(p + "attn_q_norm.weight") if qk_norm else None
+        self.k_norm = loader.vector(p + "attn_k_norm.weight") if qk_norm else None
         self.post_attn_norm = loader.vector(p + "post_attention_norm.weight")
         self.ffn_norm = loader.vector(p + "ffn_norm.weight")
         self.post_ffn_norm = loader.vector(p + "post_ffw_norm.weight")
@@ -60,12 +65,16 @@ class Gemma3Block(Block):
         q = qkv[:, :nq].reshape(t, self.n_heads, hd).transpose(1, 0, 2)  # (n_heads, T, hd)
         k = qkv[:, nq:nq + nk].reshape(t, self.n_kv, hd).transpose(1, 0, 2)  # (n_kv, T, hd)
         v = qkv[:, nq + nk:].reshape(t, self.n_kv, hd).transpose(1, 0, 2)
-        q = rms_norm(q, self.q_norm, self.eps)
-        k = rms_norm(k, self.k_norm, self.eps)
+        if self.q_norm is not None and self.k_norm is not None:
+            q = rms_norm(q, self.q_norm, self.eps)
+            k = rms_norm(k, self.k_norm, self.eps)
+        else:  # rope rotates in place: not through views of the fused product
+            q = q.copy()
+            k = k.copy()
         parallel = len(caches) > 1
         self.rope.apply(q, pos, parallel)
         self.rope.apply(k, pos, parallel)
-        a = attend(q, k, v, caches, layer, pos, self.query_scale, self.window)
+        a = attend(q, k, v, caches, layer, pos, self.query_scale, self.window, self.softcap)
         a = rms_norm(self.wo(a), self.post_attn_norm, self.eps)
         x = x + a
         h = rms_norm(x, self.ffn_norm, self.eps)
@@ -76,6 +85,14 @@ class Gemma3Block(Block):
 
     def linears(self) -> list[Linear]:
         return [self.qkv, self.wo, self.gate_up, self.down]
+
+
+def gemma_layer_tensors(args: ModelArgs, layer: int, qk_norm: bool) -> list[tuple[str, tuple[int, ...]]]:
+    """The tensors of a Gemma 2/3 layer and their shapes (see ``Transformer.check_tensors``)."""
+    p = f"blk.{layer}."
+    d = args.dim
+    out = llama_layer_tensors(args, layer, qk_norm=qk_norm)
+    return out + [(p + "post_attention_norm.weight", (d,)), (p + "post_ffw_norm.weight", (d,))]
 
 
 class Gemma3(Transformer):
@@ -97,4 +114,7 @@ class Gemma3(Transformer):
         local = self.is_local(layer)
         rope = self.local_rope if local else self.global_rope
         window = self.args.sliding_window if local else 0
-        return Gemma3Block(self.args, self.loader, layer, rope, window, self.query_scale)
+        return GemmaBlock(self.args, self.loader, layer, rope, window, self.query_scale)
+
+    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
+        return gemma_layer_tensors(self.args, layer, qk_norm=True)

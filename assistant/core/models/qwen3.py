@@ -1,0 +1,17 @@
+"""``qwen3``: Qwen3 dense models, LLaMA's layer with per-head RMSNorm on queries and keys.
+
+The norms apply before rope; no q/k/v biases (unlike Qwen2). Head size comes from
+``key_length`` and need not be ``dim / n_heads`` (Qwen3-0.6B: 16 x 128 = 2048 over a width
+of 1024). Its GGUF q/k rows are in NEOX order, like Qwen2's.
+"""
+
+from __future__ import annotations
+
+from .llama import Llama
+
+
+class Qwen3(Llama):
+    """Qwen3: LLaMA blocks with q/k norms and NEOX rope."""
+
+    permute_qk: bool = False
+    qk_norm: bool = True
