@@ -110,7 +110,8 @@ class Registry:
         key = name or self.default
         if key in self.models:
             return self.models[key]
-        bad = [e for e in self.errors if f"models.{key}" in e]
+        # This entry's own problem, else a problem with a whole file (bad TOML, unreadable).
+        bad = [e for e in self.errors if f"models.{key}" in e] or [e for e in self.errors if "models." not in e]
         hint = f" ({bad[0]})" if bad else ""
         raise KeyError(
             f"no usable model named {key!r}{hint}; known: {', '.join(sorted(self.models)) or 'none'}"

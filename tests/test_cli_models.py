@@ -130,3 +130,19 @@ def test_serve_serves_a_gguf_path(model_file):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_config_and_pull_errors_are_one_line(broken, tmp_path):
+    """A models.toml entry naming a broken file, a TOML syntax error, an entry pull cannot fetch."""
+    cfg = tmp_path / "models.toml"
+    cfg.write_text(f'[models.broken]\npath = "{broken["bad-magic"]}"\n[models.nosource]\nfile = "nosource.gguf"\n'
+                   f'[models.badkey]\npath = "x.gguf"\ncontext_length = "long"\n')
+    _assert_one_line_error(cli("--config", str(cfg), "run", "-m", "broken", "-p", "hi"), "bad magic")
+    _assert_one_line_error(cli("--config", str(cfg), "serve", "-m", "broken", "--port", "0"), "bad magic")
+    _assert_one_line_error(cli("--config", str(cfg), "pull", "nosource"), "has no source that pull understands")
+    _assert_one_line_error(cli("--config", str(cfg), "info", "badkey"),
+                           "models.badkey.context_length must be an integer")
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("models = [\n")
+    _assert_one_line_error(cli("--config", str(bad_toml), "chat", "-m", "mine"), "no usable model named 'mine'",
+                           "bad.toml: not valid TOML")
