@@ -5,7 +5,7 @@ its dependencies), then scripts/compact_goldens.py turns the output into tests/d
 
     python3 -m venv /tmp/llamacpp/venv
     /tmp/llamacpp/venv/bin/pip install numpy llama-cpp-python==0.3.36
-    /tmp/llamacpp/venv/bin/python scripts/llamacpp_goldens.py /tmp/golden
+    /tmp/llamacpp/venv/bin/python scripts/llamacpp_goldens.py /tmp/golden [MODEL ...]
     .venv/bin/python scripts/compact_goldens.py /tmp/golden
 
 The inputs (tokenizer texts, prompts, kinds) are read from the committed
@@ -67,9 +67,12 @@ def generate(llm: Llama, case: dict, index: int, full: dict) -> dict:
 
 def main() -> None:
     out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "golden-out")
+    only = sys.argv[2:]  # golden names to redo; all by default
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("ASSISTANT_MODELS_DIR", Path.home() / ".cache/assistant/models"))
     for name, file in MODELS.items():
+        if only and name not in only:
+            continue
         old = json.loads((REPO / "tests/data/golden" / f"{name}.json").read_text(encoding="utf-8"))
         llm = Llama(model_path=str(cache / file), n_ctx=2048, n_batch=512, n_threads=2, n_threads_batch=2,
                     seed=0, verbose=False)
