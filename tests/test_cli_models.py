@@ -104,10 +104,16 @@ def test_an_unknown_name_lists_the_known_ones(cmd, text_file):
                            "no usable model named 'no-such-model'", "smollm2")
 
 
+# Commands that must not get as far as a model: serve checks the file before it listens.
+ONLY_BROKEN = {"serve": ["serve", "-m", "{m}", "--port", "0"],
+               "quantize": ["quantize", "{m}", "{m}.q8_0.gguf", "--type", "q8_0"]}
+
+
 @pytest.mark.parametrize("kind", sorted(ERROR_MESSAGES))
-@pytest.mark.parametrize("cmd", sorted(COMMANDS) + ["serve"])
+@pytest.mark.parametrize("cmd", sorted(COMMANDS) + sorted(ONLY_BROKEN))
 def test_broken_files_give_one_line_errors(cmd, kind, broken, text_file):
-    args = ["serve", "-m", broken[kind], "--port", "0"] if cmd == "serve" else _args(cmd, broken[kind], text_file)
+    args = [a.replace("{m}", broken[kind]) for a in ONLY_BROKEN[cmd]] if cmd in ONLY_BROKEN \
+        else _args(cmd, broken[kind], text_file)
     _assert_one_line_error(cli(*args, stdin="hi\n/quit\n", timeout=60), ERROR_MESSAGES[kind])
 
 
