@@ -107,17 +107,17 @@ def _local_file(ctx: click.Context, entry: ModelEntry) -> Path:
     return local_model_file(entry)
 
 
-def _load(ctx: click.Context, model: str | None, memory: str | None = None) -> tuple[Any, ModelEntry]:
+def _load(ctx: click.Context, entry: ModelEntry, memory: str | None = None) -> Any:
+    """The local engine for ``entry`` (see _local_file)."""
     from .chat import choose_memory_mode
     from .core.engine import Model
     from .core.gguf import open_gguf
 
-    entry = _entry(ctx, model)
     path = _local_file(ctx, entry)
     n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
     mem = choose_memory_mode(memory or entry.memory, n_params)
     return Model(str(path), memory=mem, n_ctx=entry.context_length, tokenizer_model=entry.tokenizer_model,
-                 name=entry.name), entry
+                 name=entry.name)
 
 
 def _remote_backend(ctx: click.Context, entry: ModelEntry) -> Any:
@@ -220,6 +220,11 @@ def sampling_options(f: Any) -> Any:
     return f
 
 
+def _echo_piece(text: str) -> None:
+    click.echo(text, nl=False)
+    sys.stdout.flush()
+
+
 @main.command()
 @click.option("-m", "--model", default=None, help=MODEL_HELP)
 @click.option("-p", "--prompt", required=True, help="The text to continue (control tokens are parsed).")
@@ -231,7 +236,8 @@ def sampling_options(f: Any) -> Any:
 def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, temperature: float | None,
         top_k: int | None, top_p: float | None, min_p: float | None, seed: int | None,
         repeat_penalty: float | None, as_json: bool, memory: str | None) -> None:
-    """Complete PROMPT with the model, streaming to stdout."""
+    """Complete PROMPT with the model, streaming to stdout (a remote entry answers it as a
+    user message)."""
     from .core.engine import GenerationSettings
 
     entry = _entry(ctx, model)
@@ -239,7 +245,7 @@ def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, tempe
     if entry.backend != "local":
         _run_remote(ctx, entry, prompt, n_tokens, sampling, as_json)
         return
-    m, entry = _load(ctx, model, memory)
+    m = _load(ctx, entry, memory)
     ids = m.tokenize(prompt, add_special=True, parse_special=True)
     text = ""
     tokens: list[int] = []
@@ -252,8 +258,7 @@ def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, tempe
         else:
             tokens.append(piece.token)
         if not as_json and piece.text:
-            click.echo(piece.text, nl=False)
-            sys.stdout.flush()
+            _echo_piece(piece.text)
     if as_json:
         click.echo(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(ids),
                                "finish_reason": finish, "prefill_s": stats.get("prefill_s", 0.0),
@@ -271,8 +276,8 @@ def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: in
     from .chat import ChatSettings
 
     backend = _remote_backend(ctx, entry)
-    echo = None if as_json else (lambda text: (click.echo(text, nl=False), sys.stdout.flush()))
-    t = timed_stream(backend.complete(prompt, ChatSettings(max_tokens=n_tokens, sampling=sampling), None), echo)
+    events = backend.complete(prompt, ChatSettings(max_tokens=n_tokens, sampling=sampling), None)
+    t = timed_stream(events, None if as_json else _echo_piece)
     if as_json:
         click.echo(json.dumps({"text": t.text, "finish_reason": t.finish_reason, "model": entry.name,
                                "backend": entry.backend, "first_token_s": t.first_token_s, "total_s": t.total_s,
@@ -476,7 +481,7 @@ def perplexity(ctx: click.Context, model: str | None, file: str, n_ctx: int, chu
     """Perplexity over a text file, scored like llama-perplexity (second half of each chunk)."""
     from .perplexity import perplexity as ppl
 
-    m, _ = _load(ctx, model)
+    m = _load(ctx, _entry(ctx, model))
     text = Path(file).read_text(encoding="utf-8", errors="replace")
     result = ppl(m, text, n_ctx, chunks, lambda i, n, p: click.echo(f"[{i}/{n}] {p:.4f}", err=True))
     click.echo(f"perplexity: {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
