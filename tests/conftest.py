@@ -34,15 +34,19 @@ def _models_dir() -> Path:
     return models_dir()
 
 
+def missing_setup(why: str) -> None:
+    """Something scripts/dev.sh test sets up is missing (a model, chromium, the example plugin):
+    skip with `why`, or fail under dev.sh itself (ASSISTANT_DEV_SETUP=1), which set it up."""
+    if os.environ.get("ASSISTANT_DEV_SETUP") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def real_model_path(name: str) -> Path:
-    """Path of a real model. Missing, the test skips with the command that fetches it; under
-    scripts/dev.sh test (ASSISTANT_REQUIRE_MODELS=1), which pulled them, it fails instead."""
+    """Path of a real model; missing, the test skips naming the command that fetches it."""
     path = _models_dir() / REAL_MODELS[name][0]
     if not path.is_file():
-        why = f"real model {name} is not downloaded ({path}); {PULL_HINT}"
-        if os.environ.get("ASSISTANT_REQUIRE_MODELS") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
+        missing_setup(f"real model {name} is not downloaded ({path}); {PULL_HINT}")
     return path
 
 
