@@ -53,6 +53,8 @@ def load_model(path_or_name: str, memory: str = "auto", n_ctx: int = 0, config: 
 
     reg = load_registry(config)
     path, entry = resolve_model_path(path_or_name, reg)
+    if entry is not None and entry.backend != "local":
+        raise ValueError(f"model {entry.name!r} is served remotely ({entry.base_url}); load_model needs a .gguf file")
     n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
     mode = choose_memory_mode(memory if memory != "auto" else (entry.memory if entry else "auto"), n_params)
     ctx = n_ctx or (entry.context_length if entry else 0)

@@ -22,7 +22,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,6 +41,12 @@ for p in m.generate(ids, GenerationSettings(max_tokens=1, sampling=SamplingSetti
     break
 print(time.perf_counter() - t0)
 """
+
+
+def _ordinary_range(n_vocab: int) -> tuple[int, int]:
+    """Token ids for random prompts: the middle of the vocabulary, past the special and byte
+    tokens at its start (a tiny test vocabulary has fewer than 1000 tokens)."""
+    return min(1000, n_vocab // 2), min(n_vocab, 30000)
 
 
 def peak_rss_mb() -> float:
@@ -123,7 +130,7 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     # A prompt of ordinary tokens (ids from the middle of the vocabulary).
-    prompt = [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=n_prompt)]
+    prompt = [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=n_prompt)]
     t1 = time.perf_counter()
     model.net.prepare()
     prepare_s = time.perf_counter() - t1
@@ -146,8 +153,9 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         floor.append(floor_tps(model, n_gen))
         floor_att.append(floor_tps(model, n_gen, n_prompt + n_gen // 2))
     # Prompt cache: turn 2 of a chat with a ~1,000-token history reuses the cached prefix.
-    history = [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=1000)]
-    turn2 = history + [int(x) for x in rng.integers(1000, min(model.n_vocab, 30000), size=20)]
+    # (shorter when the model's context is: tiny test models hold 256 tokens)
+    history = [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=min(1000, model.n_ctx - 32))]
+    turn2 = history + [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=20)]
     first_token: dict[str, float] = {}
     for label, warm in (("full", False), ("cached", True)):
         model.reset()
@@ -188,6 +196,69 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         "compiled": st["compiled"], "blas": st["blas"], "threads": [b.get("threads") for b in st["blas"]],
     }
 
+
+@dataclass
+class TimedStream:
+    """One streamed answer, timed from the request: what a remote entry lets us measure."""
+
+    text: str = ""
+    finish_reason: str = ""
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    tokens: int = 0  # the server's usage count when it sends one, else streamed pieces
+
+    @property
+    def decode_tps(self) -> float:
+        """Tokens per second after the first one."""
+        span = self.total_s - (self.first_token_s or 0.0)
+        return (self.tokens - 1) / span if self.tokens > 1 and span > 0 else 0.0
+
+
+def timed_stream(events: Iterator[dict[str, Any]], echo: Callable[[str], Any] | None = None) -> TimedStream:
+    """Consume a backend's event stream (``token`` ... ``done``), timing the first token."""
+    out = TimedStream()
+    t0 = time.perf_counter()
+    pieces = 0
+    for ev in events:
+        if ev["type"] == "token" and ev["text"]:
+            if out.first_token_s is None:
+                out.first_token_s = time.perf_counter() - t0
+            pieces += 1
+            out.text += ev["text"]
+            if echo is not None:
+                echo(ev["text"])
+        elif ev["type"] == "done":
+            out.finish_reason = str(ev.get("finish_reason", ""))
+            out.tokens = int(ev.get("stats", {}).get("generated_tokens", 0)) or pieces
+    out.total_s = time.perf_counter() - t0
+    out.tokens = out.tokens or pieces
+    return out
+
+
+# Filler for a remote prompt of about n words (~1 token each in the usual vocabularies).
+_WORDS = ("llama", "river", "mountain", "green", "quiet", "stone", "bright", "morning", "valley", "story")
+
+
+def run_remote_bench(backend: Any, n_prompt: int = 512, n_gen: int = 128, reps: int = 3) -> dict[str, Any]:
+    """Time to first token and tokens per second through a remote (OpenAI-compatible) entry:
+    the server's load, prefill and memory are out of sight. The median of ``reps`` requests."""
+    from .chat import ChatSettings
+
+    words = " ".join(_WORDS[i % len(_WORDS)] for i in range(max(0, n_prompt - 12)))
+    prompt = f"{words}\n\nNow write a long story about a llama who learns to fly."
+    settings = ChatSettings(max_tokens=n_gen, sampling=SamplingSettings(temperature=0))
+    runs = [timed_stream(backend.complete(prompt, settings, None)) for _ in range(max(1, reps))]
+    ttft = [r.first_token_s for r in runs if r.first_token_s is not None]
+    tps = [r.decode_tps for r in runs if r.decode_tps > 0]
+    return {
+        "model": backend.name, "backend": getattr(backend, "kind", "remote"), "n_prompt_words": n_prompt,
+        "n_gen": n_gen, "reps": len(runs),
+        "first_token_s": round(statistics.median(ttft), 4) if ttft else None,
+        "first_token_spread": [round(min(ttft), 4), round(max(ttft), 4)] if ttft else None,
+        "decode_tps": round(statistics.median(tps), 2) if tps else None,
+        "decode_spread": [round(min(tps), 2), round(max(tps), 2)] if tps else None,
+        "generated_tokens": [r.tokens for r in runs],
+    }
 
 if __name__ == "__main__":
     print(json.dumps(run_bench(sys.argv[1])))

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .config import ModelEntry, Registry
+from .config import ModelEntry, Registry, local_model_file
 from .core.engine import GenerationSettings, Model
 from .core.sampling import SamplingSettings
 from .core.transformer import ContextFullError
@@ -110,9 +110,10 @@ class LocalBackend:
 
     @classmethod
     def load(cls, entry: ModelEntry, registry: Registry | None = None) -> "LocalBackend":
-        path = entry.local_path
-        if not path.is_file():
-            raise ChatError(f"model {entry.name!r} is not downloaded; run: assistant pull {entry.name}")
+        try:
+            path = local_model_file(entry)
+        except FileNotFoundError as err:
+            raise ChatError(str(err)) from None
         from .core.gguf import open_gguf
 
         n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
@@ -255,6 +256,28 @@ class LocalBackend:
             else:
                 yield {"type": "token", "text": piece.text, "id": piece.token,
                        "logprob": piece.logprob, "top_logprobs": piece.top_logprobs}
+
+
+def plugin_backends() -> dict[str, Callable[[ModelEntry], Any]]:
+    """Backend factories that plugins register (``openai`` is a built-in plugin)."""
+    factories: dict[str, Callable[[ModelEntry], Any]] = {}
+    get_plugins().call_safely("register_backends", register=lambda name, f: factories.setdefault(name, f))
+    return factories
+
+
+def backend_loader(entry: ModelEntry, registry: Registry | None = None,
+                   factories: dict[str, Callable[[ModelEntry], Any]] | None = None) -> Callable[[], Any]:
+    """A function that opens ``entry``'s backend: the local engine, or the factory its
+    ``backend`` names. ChatError at once for a backend no plugin provides."""
+    if entry.backend == "local":
+        return lambda: LocalBackend.load(entry, registry)
+    found = plugin_backends() if factories is None else factories
+    factory = found.get(entry.backend)
+    if factory is None:
+        known = ", ".join(["local", *sorted(found)])
+        raise ChatError(f"model {entry.name!r} uses backend {entry.backend!r}, which no plugin "
+                        f"provides (known: {known}); fix `backend` in models.toml or install the plugin")
+    return lambda: factory(entry)
 
 
 class ChatRunner:

@@ -12,8 +12,10 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import load_registry, resolve_model_path
+from .config import AD_HOC_ORIGIN, ModelEntry, load_registry, local_model_file, model_entry
 from .diagnostics import core_status, kernels_line
+
+MODEL_HELP = "A model name from models.toml (default: its default) or a .gguf path."
 
 
 def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
@@ -27,7 +29,39 @@ def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
     ctx.exit()
 
 
-@click.group()
+def _project_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors. Each says what is wrong in a sentence (GGUFError, ConfigError,
+    TokenizerError, TemplateError and SamplingError are ValueErrors; registry lookups raise
+    KeyError; missing files OSError)."""
+    from .chat import ChatError
+    from .pull import PullError
+    from .quantize import QuantizeError
+
+    return (ValueError, KeyError, OSError, ChatError, PullError, QuantizeError)
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line (a KeyError's str() would add quotes)."""
+    text = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+    return " ".join(text.split("\n")) or type(err).__name__
+
+
+class Commands(click.Group):
+    """Every command prints the project's errors as click's one-line ``Error: ...`` with exit
+    status 1, never a traceback (ASSISTANT_DEBUG=1 lets the traceback through)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except _project_errors() as err:
+            if os.environ.get("ASSISTANT_DEBUG") == "1":
+                raise
+            raise click.ClickException(one_line(err)) from None
+
+
+@click.group(cls=Commands)
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Show the version, whether the core is compiled, and the BLAS in use.")
 @click.option("--config", "config", default=None, help="A models.toml that overrides the built-in registry.")
@@ -41,24 +75,36 @@ def _registry(ctx: click.Context) -> Any:
     return load_registry(ctx.obj.get("config"))
 
 
-def _load(ctx: click.Context, model: str | None, memory: str | None = None) -> Any:
-    from .core.engine import Model
+def _entry(ctx: click.Context, model: str | None) -> ModelEntry:
+    """What ``-m`` names (a models.toml name, the default, or a .gguf path), for every command."""
+    return model_entry(model, _registry(ctx))
 
-    reg = _registry(ctx)
-    try:
-        path, entry = resolve_model_path(model or reg.default, reg)
-    except (FileNotFoundError, KeyError) as err:
-        raise click.ClickException(str(err.args[0]) if err.args else str(err)) from None
+
+def _local_file(ctx: click.Context, entry: ModelEntry) -> Path:
+    """The GGUF file behind a local entry; a remote entry is a clear error for this command."""
+    if entry.backend != "local":
+        raise click.ClickException(f"model {entry.name!r} is served remotely ({entry.backend} backend, "
+                                   f"{entry.base_url}); `assistant {ctx.info_name}` needs a local .gguf file")
+    return local_model_file(entry)
+
+
+def _load(ctx: click.Context, entry: ModelEntry, memory: str | None = None) -> Any:
+    """The local engine for ``entry`` (see _local_file)."""
     from .chat import choose_memory_mode
-    from .core.gguf import GGUFError, open_gguf
+    from .core.engine import Model
+    from .core.gguf import open_gguf
 
-    try:
-        n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
-        mem = choose_memory_mode(memory or (entry.memory if entry else "auto"), n_params)
-        return Model(str(path), memory=mem, n_ctx=entry.context_length if entry else 0,
-                     tokenizer_model=entry.tokenizer_model if entry else "", name=entry.name if entry else str(path)), entry
-    except (GGUFError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    path = _local_file(ctx, entry)
+    n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
+    mem = choose_memory_mode(memory or entry.memory, n_params)
+    return Model(str(path), memory=mem, n_ctx=entry.context_length, tokenizer_model=entry.tokenizer_model,
+                 name=entry.name)
+
+
+def _remote_backend(ctx: click.Context, entry: ModelEntry) -> Any:
+    from .chat import backend_loader
+
+    return backend_loader(entry, _registry(ctx))()
 
 
 @main.command()
@@ -89,7 +135,7 @@ def _set_threads(_ctx: click.Context, _param: Any, value: int | None) -> None:
 
 
 @main.command()
-@click.option("-m", "--model", default=None, help="Model name from models.toml or a .gguf path.")
+@click.option("-m", "--model", default=None, help=MODEL_HELP)
 @threads_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
@@ -102,6 +148,7 @@ def serve(ctx: click.Context, model: str | None, host: str, port: int, open_brow
     """Start the chat server and print the URL to open."""
     from werkzeug.serving import make_server
 
+    from .core.gguf import open_gguf
     from .process import limit_malloc_arenas
     from .server import create_app
 
@@ -112,12 +159,13 @@ def serve(ctx: click.Context, model: str | None, host: str, port: int, open_brow
         raise click.ClickException(f"binding {host} exposes the assistant to the network; "
                                    f"set --api-key (or ASSISTANT_API_KEY) to do that")
     reg = _registry(ctx)
-    if model and model not in reg.models:
-        raise click.ClickException(f"no model {model!r} in models.toml; known: {', '.join(reg.models)}")
-    app = create_app({"REGISTRY": reg, "DEFAULT_MODEL": model or reg.default, "HOST": host, "PORT": port,
+    entry = model_entry(model, reg)
+    reg.models.setdefault(entry.name, entry)  # a .gguf path is served under its file name
+    if entry.backend == "local" and entry.downloaded:
+        open_gguf(str(local_model_file(entry)))  # a broken file stops here, not in the worker
+    app = create_app({"REGISTRY": reg, "DEFAULT_MODEL": entry.name, "HOST": host, "PORT": port,
                       "API_KEY": api_key or "", "QUEUE_CAP": queue_cap})
     state = app.extensions["assistant"]
-    entry = reg.get(model)
     if not entry.downloaded:
         click.echo(f"note: model {entry.name!r} is not downloaded yet; run: assistant pull {entry.name}", err=True)
     else:
@@ -168,8 +216,13 @@ def sampling_options(f: Any) -> Any:
     return f
 
 
+def _echo_piece(text: str) -> None:
+    click.echo(text, nl=False)
+    sys.stdout.flush()
+
+
 @main.command()
-@click.option("-m", "--model", default=None)
+@click.option("-m", "--model", default=None, help=MODEL_HELP)
 @click.option("-p", "--prompt", required=True, help="The text to continue (control tokens are parsed).")
 @click.option("-n", "--max-tokens", "n_tokens", default=128, show_default=True, type=int)
 @sampling_options
@@ -180,11 +233,16 @@ def sampling_options(f: Any) -> Any:
 def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, temperature: float | None,
         top_k: int | None, top_p: float | None, min_p: float | None, seed: int | None,
         repeat_penalty: float | None, as_json: bool, memory: str | None) -> None:
-    """Complete PROMPT with the model, streaming to stdout."""
+    """Complete PROMPT with the model, streaming to stdout (a remote entry answers it as a
+    user message)."""
     from .core.engine import GenerationSettings
 
-    m, entry = _load(ctx, model, memory)
+    entry = _entry(ctx, model)
     sampling = _sampling_from_options(entry, temperature, top_k, top_p, min_p, seed, repeat_penalty)
+    if entry.backend != "local":
+        _run_remote(ctx, entry, prompt, n_tokens, sampling, as_json)
+        return
+    m = _load(ctx, entry, memory)
     ids = m.tokenize(prompt, add_special=True, parse_special=True)
     text = ""
     tokens: list[int] = []
@@ -197,8 +255,7 @@ def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, tempe
         else:
             tokens.append(piece.token)
         if not as_json and piece.text:
-            click.echo(piece.text, nl=False)
-            sys.stdout.flush()
+            _echo_piece(piece.text)
     if as_json:
         click.echo(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(ids),
                                "finish_reason": finish, "prefill_s": stats.get("prefill_s", 0.0),
@@ -209,8 +266,25 @@ def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, tempe
         click.echo()
 
 
+def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: int, sampling: Any,
+                as_json: bool) -> None:
+    """`run` on a remote entry: the prompt goes as one user message; the server counts tokens."""
+    from .bench import timed_stream
+    from .chat import ChatSettings
+
+    backend = _remote_backend(ctx, entry)
+    events = backend.complete(prompt, ChatSettings(max_tokens=n_tokens, sampling=sampling), None)
+    t = timed_stream(events, None if as_json else _echo_piece)
+    if as_json:
+        click.echo(json.dumps({"text": t.text, "finish_reason": t.finish_reason, "model": entry.name,
+                               "backend": entry.backend, "first_token_s": t.first_token_s, "total_s": t.total_s,
+                               "generated_tokens": t.tokens, "decode_tps": t.decode_tps}))
+    else:
+        click.echo()
+
+
 @main.command()
-@click.option("-m", "--model", default=None)
+@click.option("-m", "--model", default=None, help=MODEL_HELP)
 @click.option("--system", default=None, help="System prompt.")
 @click.option("-n", "--max-tokens", "n_tokens", default=None, type=int)
 @sampling_options
@@ -219,18 +293,11 @@ def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: in
          temperature: float | None, top_k: int | None, top_p: float | None, min_p: float | None,
          seed: int | None, repeat_penalty: float | None) -> None:
     """Chat in the terminal: /reset, /system TEXT, /quit; Ctrl-C stops an answer."""
-    from .chat import ChatError, ChatRunner, ChatSettings, LocalBackend
+    from .chat import ChatError, ChatRunner, ChatSettings, backend_loader
     from .tools import parse_slash_command, registered_tools, run_tool
 
-    reg = _registry(ctx)
-    try:
-        entry = reg.get(model)
-    except KeyError as err:
-        raise click.ClickException(str(err.args[0])) from None
-    try:
-        backend = LocalBackend.load(entry, reg)
-    except ChatError as err:
-        raise click.ClickException(str(err)) from None
+    entry = _entry(ctx, model)
+    backend = backend_loader(entry, _registry(ctx))()
     sampling = _sampling_from_options(entry, temperature, top_k, top_p, min_p, seed, repeat_penalty)
     tools = registered_tools()
     runner = ChatRunner(backend, tools)
@@ -302,12 +369,8 @@ def tokenize(ctx: click.Context, model: str, text: str, special: bool, no_bos: b
     from .core.gguf import open_gguf
     from .core.tokenizer import tokenizer_from_gguf
 
-    reg = _registry(ctx)
-    try:
-        path, entry = resolve_model_path(model, reg)
-    except (FileNotFoundError, KeyError) as err:
-        raise click.ClickException(str(err.args[0])) from None
-    tok = tokenizer_from_gguf(open_gguf(str(path)), entry.tokenizer_model if entry else "")
+    entry = _entry(ctx, model)
+    tok = tokenizer_from_gguf(open_gguf(str(_local_file(ctx, entry))), entry.tokenizer_model)
     ids = tok.encode(text, add_special=not no_bos, parse_special=special)
     if as_json:
         click.echo(json.dumps([{"id": i, "piece": tok.piece(i)} for i in ids], ensure_ascii=False))
@@ -317,19 +380,19 @@ def tokenize(ctx: click.Context, model: str, text: str, special: bool, no_bos: b
 
 
 @main.command()
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("-m", "--model", "model_opt", default=None, help=MODEL_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def info(ctx: click.Context, model: str, as_json: bool) -> None:
-    """Summarise a model file: architecture, sizes, vocabulary, template, quantization mix."""
+def info(ctx: click.Context, model: str | None, model_opt: str | None, as_json: bool) -> None:
+    """Summarise a model file (MODEL or -m): architecture, sizes, vocabulary, template, quantization mix."""
     from .info import model_summary, render_summary
 
-    reg = _registry(ctx)
-    try:
-        path, entry = resolve_model_path(model, reg)
-    except (FileNotFoundError, KeyError) as err:
-        raise click.ClickException(str(err.args[0])) from None
-    summary = model_summary(str(path), entry)
+    if model and model_opt and model != model_opt:
+        raise click.UsageError(f"two models given: {model!r} and -m {model_opt!r}")
+    entry = _entry(ctx, model or model_opt)
+    path = _local_file(ctx, entry)
+    summary = model_summary(str(path), None if entry.origin == AD_HOC_ORIGIN else entry)
     click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
 
 
@@ -420,7 +483,7 @@ def quantize(src: str, dst: str, qtype: str) -> None:
 
 
 @main.command()
-@click.option("-m", "--model", default=None)
+@click.option("-m", "--model", default=None, help=MODEL_HELP)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--ctx", "n_ctx", default=512, show_default=True, type=int, help="Tokens per chunk.")
 @click.option("--chunks", default=0, type=int, help="Stop after this many chunks (0 = all).")
@@ -429,7 +492,7 @@ def perplexity(ctx: click.Context, model: str | None, file: str, n_ctx: int, chu
     """Perplexity over a text file, scored like llama-perplexity (second half of each chunk)."""
     from .perplexity import perplexity as ppl
 
-    m, _ = _load(ctx, model)
+    m = _load(ctx, _entry(ctx, model))
     text = Path(file).read_text(encoding="utf-8", errors="replace")
     result = ppl(m, text, n_ctx, chunks, lambda i, n, p: click.echo(f"[{i}/{n}] {p:.4f}", err=True))
     click.echo(f"perplexity: {result['perplexity']:.4f} over {result['tokens_scored']} tokens "
@@ -437,7 +500,7 @@ def perplexity(ctx: click.Context, model: str | None, file: str, n_ctx: int, chu
 
 
 @main.command()
-@click.option("-m", "--model", default=None)
+@click.option("-m", "--model", default=None, help=MODEL_HELP)
 @click.option("--prompt", "n_prompt", default=512, show_default=True, type=int)
 @click.option("--gen", "n_gen", default=128, show_default=True, type=int)
 @click.option("--reps", default=3, show_default=True, type=int)
@@ -447,15 +510,15 @@ def perplexity(ctx: click.Context, model: str | None, file: str, n_ctx: int, chu
 @click.pass_context
 def bench(ctx: click.Context, model: str | None, n_prompt: int, n_gen: int, reps: int, memory: str,
           as_json: bool) -> None:
-    """Measure load time, first token, prefill and decode speed, and peak memory."""
-    from .bench import run_bench
+    """Measure load time, first token, prefill and decode speed, and peak memory (remote
+    entries: time to first token and tokens per second)."""
+    from .bench import run_bench, run_remote_bench
 
-    reg = _registry(ctx)
-    try:
-        path, entry = resolve_model_path(model or reg.default, reg)
-    except (FileNotFoundError, KeyError) as err:
-        raise click.ClickException(str(err.args[0])) from None
-    result = run_bench(str(path), n_prompt, n_gen, reps, memory)
+    entry = _entry(ctx, model)
+    if entry.backend != "local":
+        result = run_remote_bench(_remote_backend(ctx, entry), n_prompt, n_gen, reps)
+    else:
+        result = run_bench(str(_local_file(ctx, entry)), n_prompt, n_gen, reps, memory)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -88,6 +88,10 @@ def default_registry_text() -> str:
     return resources.files("assistant").joinpath("models.toml").read_text(encoding="utf-8")
 
 
+# The origin of an entry made from a .gguf path given on the command line.
+AD_HOC_ORIGIN = "command line"
+
+
 class ConfigError(ValueError):
     """models.toml cannot be read at all."""
 
@@ -146,7 +150,8 @@ class Registry:
         key = name or self.default
         if key in self.models:
             return self.models[key]
-        bad = [e for e in self.errors if f"models.{key}" in e]
+        # This entry's own problem, else a problem with a whole file (bad TOML, unreadable).
+        bad = [e for e in self.errors if f"models.{key}" in e] or [e for e in self.errors if "models." not in e]
         hint = f" ({bad[0]})" if bad else ""
         raise KeyError(
             f"no usable model named {key!r}{hint}; known: {', '.join(sorted(self.models)) or 'none'}"
@@ -318,20 +323,41 @@ def load_registry(config: str | None = None) -> Registry:
     return Registry(models=models, default=default, errors=errors, files=files, plugin_dirs=plugin_dirs)
 
 
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".gguf") or os.sep in text or text.startswith("~") or Path(text).is_file()
+
+
+def model_entry(name_or_path: str | None, registry: Registry) -> ModelEntry:
+    """What ``-m`` names, for every command: a models.toml name (the default when None), or a
+    path to a .gguf file, which becomes an ad-hoc local entry named after the file.
+
+    KeyError for an unknown name (listing the known ones); FileNotFoundError naming the path
+    for a file that does not exist. A registry entry's own file is not checked here: remote
+    entries have none, and ``serve`` starts before a model is pulled.
+    """
+    key = name_or_path or registry.default
+    if key in registry.models or not _looks_like_path(key):
+        return registry.get(key)
+    p = Path(os.path.expanduser(key))
+    if not p.is_file():
+        raise FileNotFoundError(f"model file {str(p)!r} does not exist" if not p.exists()
+                                else f"model file {str(p)!r} is not a file")
+    return ModelEntry(name=p.name, path=str(p), origin=AD_HOC_ORIGIN)
+
+
+def local_model_file(entry: ModelEntry) -> Path:
+    """The GGUF file of a local entry; FileNotFoundError says how to get it."""
+    path = entry.local_path
+    if path.is_file():
+        return path
+    if entry.origin == AD_HOC_ORIGIN:
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    raise FileNotFoundError(f"model {entry.name!r} is not downloaded yet ({path}); run: assistant pull {entry.name}")
+
+
 def resolve_model_path(name_or_path: str, registry: Registry | None = None) -> tuple[Path, ModelEntry | None]:
-    """A registry name or a path to a .gguf file -> (file path, entry or None)."""
-    p = Path(os.path.expanduser(name_or_path))
-    if name_or_path.endswith(".gguf") or p.is_file():
-        if not p.is_file():
-            raise FileNotFoundError(f"model file {str(p)!r} does not exist")
-        return p, None
-    reg = registry or load_registry()
-    entry = reg.get(name_or_path)
+    """A registry name or a path to a .gguf file -> (file path, entry or None for a path)."""
+    entry = model_entry(name_or_path, registry or load_registry())
     if entry.backend != "local":
         return Path(), entry
-    if not entry.local_path.is_file():
-        raise FileNotFoundError(
-            f"model {entry.name!r} is not downloaded yet ({entry.local_path}); "
-            f"run: assistant pull {entry.name}"
-        )
-    return entry.local_path, entry
+    return local_model_file(entry), (None if entry.origin == AD_HOC_ORIGIN else entry)

@@ -18,7 +18,7 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Iterator
 
-from .chat import ChatError, LocalBackend
+from .chat import ChatError, backend_loader
 from .config import Registry
 from .process import release_free_memory
 
@@ -170,16 +170,7 @@ class ModelManager:
         with self._lock:
             w = self.workers.get(entry.name)
             if w is None or (w.state == "error" and not w.queue_length()):
-                factory = self.backend_factories.get(entry.backend)
-                if entry.backend == "local" or factory is None:
-                    if entry.backend != "local":
-                        known = ", ".join(["local", *sorted(self.backend_factories)])
-                        raise ChatError(f"model {entry.name!r} uses backend {entry.backend!r}, which no plugin "
-                                        f"provides (known: {known}); fix `backend` in models.toml or install "
-                                        f"the plugin")
-                    loader = lambda e=entry: LocalBackend.load(e, self.registry)  # noqa: E731
-                else:
-                    loader = lambda e=entry, f=factory: f(e)  # noqa: E731
+                loader = backend_loader(entry, self.registry, self.backend_factories)
                 w = Worker(entry.name, loader, self.queue_cap)
                 self.workers[entry.name] = w
             return w

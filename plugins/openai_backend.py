@@ -23,6 +23,12 @@ from assistant.hookspecs import hookimpl
 TOTAL_TIMEOUT_FACTOR = 4
 
 
+def _count(usage: dict[str, Any], key: str) -> int:
+    """A token count from the server's ``usage``; 0 when absent or not a count."""
+    v = usage.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+
 class OpenAIBackend:
     kind = "openai"
 
@@ -30,6 +36,9 @@ class OpenAIBackend:
         self.entry = entry
         self.name = entry.name
         self.base = entry.base_url.rstrip("/")
+        # "http://host:port/v1" (how OpenAI's client, vLLM and llama-server write it) and
+        # "http://host:port" both mean the same server.
+        self.api = self.base if self.base.endswith("/v1") else self.base + "/v1"
         self.n_ctx = entry.context_length
 
     def _headers(self) -> dict[str, str]:
@@ -45,14 +54,15 @@ class OpenAIBackend:
                cancel: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
         s = settings.sampling
         body: dict[str, Any] = {"model": self.entry.remote_model or self.name, "messages": messages, "stream": True,
-                                "max_tokens": settings.max_tokens, "temperature": s.temperature, "top_p": s.top_p}
+                                "max_tokens": settings.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                                "stream_options": {"include_usage": True}}
         if s.seed >= 0:
             body["seed"] = s.seed
         if settings.stop:
             body["stop"] = settings.stop
         if tools:
             body["tools"] = tools
-        req = urllib.request.Request(self.base + "/v1/chat/completions", data=json.dumps(body).encode(),
+        req = urllib.request.Request(self.api + "/chat/completions", data=json.dumps(body).encode(),
                                      headers=self._headers(), method="POST")
         timeout = float(getattr(self.entry, "timeout", 60))
         deadline = time.monotonic() + timeout * TOTAL_TIMEOUT_FACTOR
@@ -67,6 +77,7 @@ class OpenAIBackend:
             raise ChatError(f"cannot reach {self.base}: {getattr(err, 'reason', err)}") from None
         finish = "stop"
         generated = 0
+        usage: dict[str, Any] = {}  # the server's own token counts, when it sends them
         try:
             for raw in resp:
                 if cancel is not None and cancel():
@@ -87,6 +98,8 @@ class OpenAIBackend:
                     raise ChatError(f"{self.base} sent a malformed stream") from None
                 if "error" in obj:
                     raise ChatError(f"{self.base}: {obj['error'].get('message', obj['error'])}")
+                if isinstance(obj.get("usage"), dict):
+                    usage = obj["usage"]
                 for ch in obj.get("choices", []):
                     text = (ch.get("delta") or {}).get("content") or ""
                     if text:
@@ -99,7 +112,8 @@ class OpenAIBackend:
         finally:
             resp.close()
         yield {"type": "done", "finish_reason": finish,
-               "stats": {"prompt_tokens": 0.0, "generated_tokens": float(generated), "prefill_s": 0.0,
+               "stats": {"prompt_tokens": float(_count(usage, "prompt_tokens")),
+                         "generated_tokens": float(_count(usage, "completion_tokens") or generated), "prefill_s": 0.0,
                          "decode_s": 0.0, "n_ctx": float(self.n_ctx)}}
 
     def complete(self, prompt: str, settings: Any, cancel: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:

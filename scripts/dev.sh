@@ -38,6 +38,9 @@ test)
     setup ./examples/assistant-hello-plugin
     "$VENV/bin/assistant" --version
     "$VENV/bin/assistant" pull --all
+    # Models, chromium and the example plugin are set up now: a test that finds one missing
+    # fails here instead of skipping (as it does under a bare `pytest`).
+    export ASSISTANT_DEV_SETUP=1
     # The installed (compiled) package is what the tests import: run pytest from the
     # venv, not `python -m pytest` (which would put the source tree first on sys.path).
     exec "$VENV/bin/pytest" "$@"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared"))
-GOLDEN = SHARED / "golden"
+DATA = Path(__file__).resolve().parent / "data"  # reference data kept in the repository
+GOLDEN = DATA / "golden"  # llama.cpp's outputs for the real models (see data/README.md)
+PULL_HINT = "run `bash scripts/dev.sh test` or `assistant pull --all` to fetch it"
 
 # Subprocesses run `python -m assistant` from here, never from the repository root (where
 # the source tree would shadow the installed, compiled package).
@@ -33,17 +34,42 @@ def _models_dir() -> Path:
     return models_dir()
 
 
+def missing_setup(why: str) -> None:
+    """Something scripts/dev.sh test sets up is missing (a model, chromium, the example plugin):
+    skip with `why`, or fail under dev.sh itself (ASSISTANT_DEV_SETUP=1), which set it up."""
+    if os.environ.get("ASSISTANT_DEV_SETUP") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def real_model_path(name: str) -> Path:
-    """Path of a real model; fails (never skips) when it was not pulled."""
+    """Path of a real model; missing, the test skips naming the command that fetches it."""
     path = _models_dir() / REAL_MODELS[name][0]
     if not path.is_file():
-        pytest.fail(f"real model {name} is missing at {path}; run `assistant pull --all` "
-                    f"(scripts/dev.sh test does it)")
+        missing_setup(f"real model {name} is not downloaded ({path}); {PULL_HINT}")
     return path
 
 
 def golden(name: str) -> dict:
-    return json.loads((GOLDEN / f"{REAL_MODELS[name][1]}.json").read_text())
+    """llama.cpp's tokenizer and generation cases for a real model."""
+    return json.loads((GOLDEN / f"{REAL_MODELS[name][1]}.json").read_text(encoding="utf-8"))
+
+
+def golden_top32(name: str) -> tuple:
+    """llama.cpp's 32 largest first-step logits per generation case: (ids, float32 logits),
+    each (n_cases, 32), descending."""
+    import numpy as np
+
+    with np.load(GOLDEN / f"{REAL_MODELS[name][1]}.top32.npz") as z:
+        return z["ids"].astype(np.int64), z["logits"].astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _real_model_present(request):
+    """A `real_model` test that loads the default model some other way (a server, the CLI)
+    skips like real_model_path when it was not pulled."""
+    if request.node.get_closest_marker("real_model") is not None:
+        real_model_path("smollm2")
 
 
 @pytest.fixture(autouse=True)

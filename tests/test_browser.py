@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from conftest import missing_setup
 from server_util import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.slow]
@@ -29,7 +30,7 @@ def live(tmp_path_factory, smollm2_path):
 @pytest.fixture(scope="module")
 def browser():
     if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/dev.sh test does it)")
+        missing_setup(f"{CHROMIUM} is missing: apt-get install chromium (scripts/dev.sh test does it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
