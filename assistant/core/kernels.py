@@ -130,8 +130,11 @@ def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, 
                     x_lo = x3[t, b, j]
                     x_hi = x3[t, b, j + hg]
                     for o in range(W):
-                        q = nibs[c, b, j, o]
-                        acc[o] += x_lo * np.float32(q & np.uint8(15)) + x_hi * np.float32(q >> np.uint8(4))
+                        # Float math splits the byte: numba widens integer ops to int64,
+                        # which would halve the SIMD lanes.
+                        qf = np.float32(nibs[c, b, j, o])
+                        hi = np.floor(qf * np.float32(0.0625))
+                        acc[o] += x_lo * (qf - np.float32(16.0) * hi) + x_hi * hi
                 xs = np.float32(0.0)
                 for j in range(2 * hg):
                     xs += x3[t, b, j]
@@ -234,10 +237,11 @@ def _q4dequant_nb(nibs: U8, offset: np.float32, scales: F32, mins: F32, c0: int,
         for b in range(nb):
             for j in range(hg):
                 for o in range(W):
-                    q = nibs[c, b, j, o]
+                    qf = np.float32(nibs[c, b, j, o])
+                    hi = np.floor(qf * np.float32(0.0625))
                     m = mins[c, b, o] if has_mins else np.float32(0.0)
-                    out4[b, j, k, o] = (np.float32(q & np.uint8(15)) - offset) * scales[c, b, o] + m
-                    out4[b, j + hg, k, o] = (np.float32(q >> np.uint8(4)) - offset) * scales[c, b, o] + m
+                    out4[b, j, k, o] = (qf - np.float32(16.0) * hi - offset) * scales[c, b, o] + m
+                    out4[b, j + hg, k, o] = (hi - offset) * scales[c, b, o] + m
 
 
 def q4dequant(nibs: U8, offset: float, scales: F32, mins: F32, c0: int, out: F32) -> None:
