@@ -85,6 +85,9 @@ class KVCache:
         self.k: list[F32] = [np.zeros((n_kv_heads, n_ctx, head_dim), dtype=np.float32) for _ in range(n_layers)]
         self.v: list[F32] = [np.zeros((n_kv_heads, n_ctx, head_dim), dtype=np.float32) for _ in range(n_layers)]
         self.n = 0
+        # Decoding rows attend through the numba kernel (set where the products run on numba
+        # too: in speed mode BLAS's spinning threads and numba's would fight over the cores).
+        self.kernel_attention = False
         # The tokens whose keys/values are cached (for prompt-cache prefix reuse).
         self.tokens: list[int] = []
 
@@ -103,6 +106,7 @@ class KVCache:
             other.k[layer][:, :self.n] = self.k[layer][:, :self.n]
             other.v[layer][:, :self.n] = self.v[layer][:, :self.n]
         other.n = self.n
+        other.kernel_attention = self.kernel_attention
         other.tokens = list(self.tokens)
         return other
 
@@ -243,7 +247,9 @@ class Transformer:
 
     def new_cache(self, n_ctx: int) -> KVCache:
         a = self.args
-        return KVCache(a.n_layers, a.n_kv_heads, n_ctx, a.head_dim)
+        cache = KVCache(a.n_layers, a.n_kv_heads, n_ctx, a.head_dim)
+        cache.kernel_attention = kernels.HAVE_NUMBA and self.memory == "lean"
+        return cache
 
     def embed(self, tokens: I32) -> F32:
         x = self.loader.rows("token_embd.weight", tokens)  # (T, dim)
@@ -355,13 +361,13 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
     Returns ``(R, n_heads * hd)``."""
     if len(caches) == 1:
         keys, values = caches[0].store(layer, pos, k, v)
-        if q.shape[1] == 1 and kernels.HAVE_NUMBA:
+        if q.shape[1] == 1 and caches[0].kernel_attention:
             return _attend_one(q[:, 0], caches[0], layer, pos, scale, window, softcap)
         return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []
     for i, c in enumerate(caches):
         keys, values = c.store(layer, pos, k[:, i:i + 1], v[:, i:i + 1])
-        if kernels.HAVE_NUMBA:
+        if c.kernel_attention:
             outs.append(_attend_one(q[:, i], c, layer, pos, scale, window, softcap))
         else:
             outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window, softcap))
