@@ -95,7 +95,7 @@ def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) 
     return passes / (time.perf_counter() - t)
 
 
-def memory_bandwidth_gbs(mb: int = 512) -> float:
+def memory_bandwidth_gbs(mb: int = 256) -> float:
     """Bytes per second this machine streams from memory into the cores (best of 5 passes
     over an array much larger than the caches), as the decode kernels read weights."""
     from .core import kernels
