@@ -381,25 +381,26 @@ def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: f
 # ----------------------------------------------------------------------------- bandwidth
 
 @_jit(parallel=True)
-def _stream_sum_nb(a: I8) -> int:
-    # a (n,) int8, read once front to back by every thread's share
-    n_parts = 64
-    step = a.shape[0] // n_parts
+def _stream_sum_nb(a2: npt.NDArray[np.int64]) -> int:
+    # a2 (parts, words): wide adds keep the cores ahead of memory
+    n_parts = a2.shape[0]
     partial = np.zeros(n_parts, np.int64)
     for p in prange(n_parts):
-        s = np.int32(0)
-        for i in range(p * step, (p + 1) * step):
-            s += a[i]
+        s = np.int64(0)
+        for i in range(a2.shape[1]):
+            s += a2[p, i]
         partial[p] = s
     return int(partial.sum())
 
 
 def stream_sum(a: I8) -> int:
-    """Sum an int8 array with every kernel thread (benchmarks time it as memory bandwidth)."""
+    """Read a byte array (length a multiple of 512) once with every kernel thread and return
+    a checksum (benchmarks time it as memory bandwidth)."""
+    words = a.view(np.int64)
     if HAVE_NUMBA:
         _apply_threads()
-        return int(_stream_sum_nb(a))
-    return int(a.sum(dtype=np.int64))
+        return int(_stream_sum_nb(words.reshape(64, -1)))
+    return int(words.sum())
 
 
 # ----------------------------------------------------------------------------- threads
