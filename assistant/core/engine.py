@@ -126,6 +126,8 @@ class _Emitter:
 LOOKUP_WINDOW: Final = 4096
 LOOKUP_MIN_CONTEXT: Final = 3
 LOOKUP_MAX_CONTEXT: Final = 8
+# First and largest draft where the products run on the quantized kernels (see LookupState).
+LOOKUP_DRAFT_QUANT: Final = (4, 8)
 
 
 class LookupState:
@@ -137,11 +139,15 @@ class LookupState:
     costs 2 to 2.7 one-row passes and one of 9 rows only 2.9 to 3.1 (a matrix-matrix product
     packs the weights; a matrix-vector product streams them once), so a draft is as long as
     that flat region allows (8), grows to 16 while drafts are accepted whole, and drafting
-    pauses briefly after a draft is rejected outright.
+    pauses briefly after a draft is rejected outright. The quantized kernels are bound by
+    arithmetic instead, where each extra row costs nearly a one-row pass: there drafts start
+    at ``k0`` = 3 and grow to ``k_max`` = 6.
     """
 
-    def __init__(self) -> None:
-        self.k = 8
+    def __init__(self, k0: int = 8, k_max: int = 16) -> None:
+        self.k0 = k0
+        self.k_max = k_max
+        self.k = k0
         self.cooldown = 0
         self.drafted = 0
         self.accepted = 0
@@ -182,9 +188,9 @@ class LookupState:
     def record(self, accepted: int, drafted: int) -> None:
         self.accepted += accepted
         if accepted == drafted:
-            self.k = min(16, self.k * 2)
+            self.k = min(self.k_max, self.k * 2)
         else:
-            self.k = 8
+            self.k = self.k0
             if accepted == 0:
                 self.cooldown = 2
 
@@ -316,7 +322,8 @@ class Model:
         # holds the logits after [last token] + draft; drafted tokens that greedy sampling
         # reproduces are accepted without another forward pass.
         lookup = s.lookup_decoding and s.sampling.temperature <= 0.0
-        lookup_state = LookupState()
+        lookup_state = LookupState(LOOKUP_DRAFT_QUANT[0], LOOKUP_DRAFT_QUANT[1]) if self.net.memory == "lean" \
+            else LookupState()
         draft: list[int] = []
         batch = np.zeros((0, 0), dtype=np.float32)
         bi = 0

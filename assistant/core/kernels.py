@@ -149,6 +149,82 @@ def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, 
                 y[t, c * W + o] = out[o]
 
 
+@_jit(parallel=True)
+def _qmatmul_rows_nb(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
+    # Several rows (verifying drafted tokens, parallel sampling): a group's codes are
+    # converted once into wbuf (in L1) and every row runs over it with its accumulators
+    # in registers. x3 (T, nb, g); codes (C, nb, g, W); y (T, C*W)
+    t_rows = x3.shape[0]
+    n_chunks = codes.shape[0]
+    nb = codes.shape[1]
+    g = codes.shape[2]
+    has_mins = mins.shape[0] > 0
+    for c in prange(n_chunks):
+        wbuf = np.empty((g, W), np.float32)
+        acc = np.empty(W, np.float32)
+        out = np.zeros((t_rows, W), np.float32)
+        for b in range(nb):
+            for j in range(g):
+                for o in range(W):
+                    wbuf[j, o] = np.float32(codes[c, b, j, o])
+            for t in range(t_rows):
+                acc[:] = 0.0
+                xs = np.float32(0.0)
+                for j in range(g):
+                    xi = x3[t, b, j]
+                    xs += xi
+                    for o in range(W):
+                        acc[o] += xi * wbuf[j, o]
+                if has_mins:
+                    for o in range(W):
+                        out[t, o] += acc[o] * scales[c, b, o] + xs * mins[c, b, o]
+                else:
+                    for o in range(W):
+                        out[t, o] += acc[o] * scales[c, b, o]
+        for t in range(t_rows):
+            for o in range(W):
+                y[t, c * W + o] = out[t, o]
+
+
+@_jit(parallel=True)
+def _q4matmul_rows_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, y: F32) -> None:
+    # :func:`_qmatmul_rows_nb` for 4-bit codes (layout of :func:`_q4matmul_nb`)
+    t_rows = x3.shape[0]
+    n_chunks = nibs.shape[0]
+    nb = nibs.shape[1]
+    hg = nibs.shape[2]
+    has_mins = mins.shape[0] > 0
+    for c in prange(n_chunks):
+        wbuf = np.empty((2 * hg, W), np.float32)
+        acc = np.empty(W, np.float32)
+        out = np.zeros((t_rows, W), np.float32)
+        for b in range(nb):
+            for j in range(hg):
+                for o in range(W):
+                    qf = np.float32(nibs[c, b, j, o])
+                    hi = np.floor(qf * np.float32(0.0625))
+                    wbuf[j, o] = qf - np.float32(16.0) * hi
+                    wbuf[j + hg, o] = hi
+            for t in range(t_rows):
+                acc[:] = 0.0
+                xs = np.float32(0.0)
+                for j in range(2 * hg):
+                    xi = x3[t, b, j]
+                    xs += xi
+                    for o in range(W):
+                        acc[o] += xi * wbuf[j, o]
+                shift = offset * xs
+                if has_mins:
+                    for o in range(W):
+                        out[t, o] += (acc[o] - shift) * scales[c, b, o] + xs * mins[c, b, o]
+                else:
+                    for o in range(W):
+                        out[t, o] += (acc[o] - shift) * scales[c, b, o]
+        for t in range(t_rows):
+            for o in range(W):
+                y[t, c * W + o] = out[t, o]
+
+
 def _qmatmul_np(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
     n_chunks, nb, g, _w = codes.shape
     x = x3.reshape(x3.shape[0], nb * g)
@@ -172,7 +248,10 @@ def qmatmul(x: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
     x3 = x.reshape(t, nb, g)
     if HAVE_NUMBA:
         _apply_threads()
-        _qmatmul_nb(x3, codes, scales, mins, y)
+        if t == 1:
+            _qmatmul_nb(x3, codes, scales, mins, y)
+        else:
+            _qmatmul_rows_nb(x3, codes, scales, mins, y)
     else:
         _qmatmul_np(x3, codes, scales, mins, y)
 
@@ -185,7 +264,10 @@ def q4matmul(x: F32, nibs: U8, offset: float, scales: F32, mins: F32, y: F32) ->
     x3 = x.reshape(t, nb, 2 * hg)
     if HAVE_NUMBA:
         _apply_threads()
-        _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
+        if t == 1:
+            _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
+        else:
+            _q4matmul_rows_nb(x3, nibs, np.float32(offset), scales, mins, y)
         return
     codes = unpack_nibbles(nibs, offset)
     _qmatmul_np(x3, codes, scales, mins, y)
@@ -469,6 +551,10 @@ def warm() -> None:
     nibs = np.zeros((1, 1, 16, W), dtype=np.uint8)
     q4matmul(x, nibs, 8.0, sc, no_mins, y)
     q4matmul(x, nibs, 0.0, sc, sc, y)
+    x2, y2 = np.ones((2, 32), dtype=np.float32), np.empty((2, W), dtype=np.float32)
+    for mn in (no_mins, sc):
+        qmatmul(x2, codes, sc, mn, y2)
+        q4matmul(x2, nibs, 8.0, sc, mn, y2)
     q4dequant(nibs, 8.0, sc, no_mins, 0, np.empty((32, W), dtype=np.float32))
     out = np.empty((32, W), dtype=np.float32)
     qdequant(codes, sc, no_mins, 0, out)

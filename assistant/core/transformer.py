@@ -24,6 +24,8 @@ from .weights import Linear, WeightLoader
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
+# Up to this many rows of one sequence attend through the decoding kernel, a row at a time.
+KERNEL_ATTENTION_ROWS: Final = 16
 PREPARE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -361,8 +363,14 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
     Returns ``(R, n_heads * hd)``."""
     if len(caches) == 1:
         keys, values = caches[0].store(layer, pos, k, v)
-        if q.shape[1] == 1 and caches[0].kernel_attention:
-            return _attend_one(q[:, 0], caches[0], layer, pos, scale, window, softcap)
+        t = q.shape[1]
+        if caches[0].kernel_attention and t <= KERNEL_ATTENTION_ROWS:
+            # Decoding rows (drafts being verified too) stay on numba's threads: BLAS's
+            # would spin against them.
+            if t == 1:
+                return _attend_one(q[:, 0], caches[0], layer, pos, scale, window, softcap)
+            return np.concatenate([_attend_one(q[:, r], caches[0], layer, pos + r, scale, window, softcap)
+                                   for r in range(t)], axis=0)
         return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []
     for i, c in enumerate(caches):

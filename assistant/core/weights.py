@@ -31,7 +31,7 @@ F32 = npt.NDArray[np.float32]
 MEMORY_MODES: Final = ("speed", "lean")
 # Up to this many rows a product runs the quantized kernel; more rows (prompt chunks) expand
 # bands of the weights to float32 for BLAS.
-QUANT_KERNEL_ROWS: Final = 8
+QUANT_KERNEL_ROWS: Final = 16
 # float32 weights expanded per band for BLAS (4 MiB: stays in the CPU's caches).
 _BAND_ELEMS: Final = 1 << 20
 # Raw bytes split into codes at a time while repacking (bounds the temporaries).
