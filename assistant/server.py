@@ -407,12 +407,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             raise BadRequest("message_id must be an integer")
         try:
             store.select(cid, mid)
-            conv = store.get_conversation(cid)
-            conv["messages"] = store.messages(cid)
         except StoreError as err:
             raise BadRequest(str(err)) from None
         state.broadcast({"type": "changed", "conversation_id": cid})
-        return jsonify(conv)
+        return get_conversation(cid)
 
     @app.delete("/api/conversations/<cid>")
     def delete_conversation(cid: str) -> Response:

@@ -60,6 +60,8 @@ MIGRATIONS: list[str] = [
     # and the settings each conversation was last used with.
     """
     ALTER TABLE messages ADD COLUMN parent_id INTEGER;
+    ALTER TABLE messages ADD COLUMN chosen REAL NOT NULL DEFAULT 0;
+    UPDATE messages SET chosen = created;
     ALTER TABLE conversations ADD COLUMN leaf_id INTEGER;
     ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '';
     UPDATE messages SET parent_id = (SELECT MAX(p.id) FROM messages p
@@ -252,12 +254,12 @@ class Store:
                 raise StoreError(f"no message {parent} in conversation {cid!r}")
             cur = conn.execute(
                 "INSERT INTO messages(conversation_id, role, content, tool_calls, model, sampling, prompt_tokens,"
-                " completion_tokens, prefill_s, decode_s, status, created, parent_id)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " completion_tokens, prefill_s, decode_s, status, created, parent_id, chosen)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cid, role, content, _json(meta.get("tool_calls")), meta.get("model", ""),
                  _json(meta.get("sampling")), int(meta.get("prompt_tokens", 0)),
                  int(meta.get("completion_tokens", 0)), float(meta.get("prefill_s", 0.0)),
-                 float(meta.get("decode_s", 0.0)), status, now, parent))
+                 float(meta.get("decode_s", 0.0)), status, now, parent, now))
             conn.execute("UPDATE conversations SET updated=?, leaf_id=? WHERE id=?", (now, cur.lastrowid, cid))
             conn.execute("COMMIT")
         except BaseException:
@@ -321,18 +323,20 @@ class Store:
         return path
 
     def select(self, cid: str, mid: int) -> int:
-        """Make the branch through message ``mid`` active, down to its newest descendants;
-        returns the new leaf."""
+        """Make the branch through message ``mid`` active, down to the descendants chosen last
+        (or added last); returns the new leaf."""
         conn = self._conn()
         if conn.execute("SELECT 1 FROM messages WHERE id=? AND conversation_id=?", (mid, cid)).fetchone() is None:
             raise StoreError(f"no message {mid} in conversation {cid!r}")
         leaf = mid
         while True:
-            row = conn.execute("SELECT MAX(id) FROM messages WHERE conversation_id=? AND parent_id=?",
-                               (cid, leaf)).fetchone()
-            if row[0] is None:
+            row = conn.execute("SELECT id FROM messages WHERE conversation_id=? AND parent_id=? "
+                               "ORDER BY chosen DESC, id DESC LIMIT 1", (cid, leaf)).fetchone()
+            if row is None:
                 break
             leaf = int(row[0])
+        ids = [m["id"] for m in self.messages(cid, leaf)]
+        self._tx(f"UPDATE messages SET chosen=? WHERE id IN ({','.join('?' * len(ids))})", (_now(), *ids))
         self.set_leaf(cid, leaf)
         return leaf
 

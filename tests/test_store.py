@@ -79,6 +79,9 @@ def test_branches_keep_every_alternative(store):
     assert [m["content"] for m in store.messages(cid)] == ["hi", "second answer"]
     store.select(cid, a1)
     assert [m["content"] for m in store.messages(cid)] == ["hi", "first answer"]
+    # Away and back: the answer chosen last is remembered.
+    store.select(cid, u2)
+    assert store.select(cid, u1) == a1
     assert len(store.all_messages(cid)) == 5
     with pytest.raises(StoreError):
         store.select(cid, 10_000)

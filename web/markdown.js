@@ -54,7 +54,8 @@ const Markdown = (() => {
     else if (src[pos] === "$") { open = "$"; close = "$"; }
     else if (src.startsWith("\\(", pos)) { open = "\\("; close = "\\)"; }
     else return false;
-    const missing = state.env.mathMissing || (state.env.mathMissing = {});
+    if (state.env.mathSrc !== src) { state.env.mathSrc = src; state.env.mathMissing = {}; }
+    const missing = state.env.mathMissing;
     if (missing[close] !== undefined && missing[close] <= pos) return false;
     const end = src.indexOf(close, pos + open.length);
     if (end < 0) { missing[close] = pos; return false; }
@@ -105,6 +106,16 @@ const Markdown = (() => {
   md.block.ruler.before("fence", "math_block", mathBlock, { alt: ["paragraph", "reference", "blockquote", "list"] });
   md.renderer.rules.math_inline = (tokens, i) => `<span class="math">${escapeHtml(tokens[i].content)}</span>`;
   md.renderer.rules.math_block = (tokens, i) => `<div class="math display">${escapeHtml(tokens[i].content)}</div>\n`;
+
+  // Table alignment as a class: our CSP refuses style attributes.
+  md.core.ruler.push("align_classes", (state) => {
+    for (const t of state.tokens) {
+      const style = (t.type === "th_open" || t.type === "td_open") && t.attrGet("style");
+      if (!style) continue;
+      t.attrs = t.attrs.filter((x) => x[0] !== "style");
+      t.attrJoin("class", `align-${style.split(":")[1]}`);
+    }
+  });
 
   // ------------------------------------------------------------------ after rendering
   // Runs on the inert content of a <template> (nothing loads or runs there) before it is shown.
