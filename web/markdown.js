@@ -11,6 +11,7 @@
 
 const Markdown = (() => {
   const MAX_HIGHLIGHT_CHARS = 100000;  // highlighting is linear but not free; huge blocks stay plain
+  const CHUNK_BLOCKS = 16;  // finished blocks per .md-chunk (the unit the browser may skip)
   const MATH_OPTIONS = { throwOnError: false, trust: false, strict: "ignore", maxSize: 20, maxExpand: 500 };
   const md = window.markdownit({ html: false, linkify: true, typographer: false });
 
@@ -239,6 +240,17 @@ const Markdown = (() => {
       this.committed = "";  // the text of the final blocks
       this.live = null;     // the element of the last block
       this.liveHtml = "";
+      this.chunk = null;    // where finished blocks go, CHUNK_BLOCKS at a time
+    }
+
+    // A new block element, in the current chunk (a new chunk when that one is full). Blocks
+    // never move once created: moving a node would drop a selection inside it.
+    newBlock() {
+      if (!this.chunk || this.chunk.childElementCount >= CHUNK_BLOCKS) {
+        this.chunk = el("div", "md-chunk");
+        this.container.appendChild(this.chunk);
+      }
+      return this.chunk.appendChild(el("div", "md-block"));
     }
 
     update(text) {
@@ -255,8 +267,7 @@ const Markdown = (() => {
         const html = md.renderer.render(tokens.slice(groups[g][0], groups[g][1]), md.options, env);
         const last = g === groups.length - 1;
         if (!this.live) {
-          this.live = el("div", "md-block");
-          this.container.appendChild(this.live);
+          this.live = this.newBlock();
           this.liveHtml = null;
         }
         if (html !== this.liveHtml && !(last && selectionInside(this.live))) {
