@@ -418,3 +418,15 @@ def test_keyboard_touch_and_empty_state(browser, live):
     assert kp.eval_on_selector_all("#conversations li .conv-title", "els => els.length") == n
     assert k.errors == []
     kctx.close()
+
+
+def test_thinking_is_folded(tab):
+    pg = tab.page
+    tab.send("!echo <think>\nThe user wants **2+2**. That is 4.\n</think>\n\nThe answer is **4**.")
+    tab.wait_idle()
+    assert pg.inner_text(".msg.assistant details.thinking summary") == "Thinking"
+    assert pg.get_attribute(".msg.assistant details.thinking", "open") is None  # collapsed
+    assert not pg.is_visible(".msg.assistant details.thinking strong")
+    assert pg.inner_text(".msg.assistant .body > .md").strip() == "The answer is 4."
+    pg.click(".msg.assistant details.thinking summary")
+    assert pg.inner_text(".msg.assistant details.thinking strong") == "2+2"
