@@ -429,4 +429,4 @@ def test_thinking_is_folded(tab):
     assert not pg.is_visible(".msg.assistant details.thinking strong")
     assert pg.inner_text(".msg.assistant .body > .md").strip() == "The answer is 4."
     pg.click(".msg.assistant details.thinking summary")
-    assert pg.inner_text(".msg.assistant details.thinking strong") == "2+2"
+    wait(pg, "document.querySelector('.msg.assistant details.thinking strong').innerText == '2+2'")
