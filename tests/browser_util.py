@@ -22,3 +22,16 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield b
         b.close()
+
+
+def open_imported(page, url: str, conv: dict) -> str:
+    """Import ``conv`` through the API and open it in ``page`` (as a reload would); its id."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(url + "/api/import", data=json.dumps(conv).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Origin": url})
+    cid = json.loads(urllib.request.urlopen(req).read())["id"]
+    page.evaluate(f"localStorage.setItem('conversation', '{cid}')")
+    page.reload()
+    return cid

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
 
 import pytest
 
-from browser_util import browser  # noqa: F401 (a fixture)
+from browser_util import browser, open_imported  # noqa: F401 (browser is a fixture)
 from server_util import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.slow]
@@ -76,11 +74,7 @@ def test_hostile_markup_stays_inert(page, live):
     conv = {"title": "hostile", "messages": [
         {"role": "user", "content": "show me html"},
         {"role": "assistant", "content": "Here:\n\n" + HOSTILE + "\n\n```html\n" + HOSTILE + "\n```"}]}
-    req = urllib.request.Request(live.url + "/api/import", data=json.dumps(conv).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Origin": live.url})
-    cid = json.loads(urllib.request.urlopen(req).read())["id"]
-    page.evaluate(f"localStorage.setItem('conversation', '{cid}')")
-    page.reload()
+    open_imported(page, live.url, conv)
     page.wait_for_selector(".msg.assistant .code-block")
     assert page.evaluate("window.__pwned") is None
     assert page.query_selector(".msg.assistant img") is None and page.query_selector(".msg.assistant script") is None
@@ -177,11 +171,7 @@ def test_real_answer_branches_and_screenshots(browser, live):
     conv = {"title": "Markdown rendering", "model": "qwen2.5-coder", "messages": [
         {"role": "user", "content": "Show me a table, some code and some math."},
         {"role": "assistant", "content": RENDERING_SAMPLE, "model": "qwen2.5-coder"}]}
-    req = urllib.request.Request(live.url + "/api/import", data=json.dumps(conv).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Origin": live.url})
-    md_cid = json.loads(urllib.request.urlopen(req).read())["id"]
-    pg.evaluate(f"localStorage.setItem('conversation', '{md_cid}')")
-    pg.reload()
+    open_imported(pg, live.url, conv)
     pg.wait_for_selector(".msg.assistant .katex-display")
     pg.wait_for_function("document.fonts.status === 'loaded'")
     assert pg.eval_on_selector_all(".msg.assistant table td", "els => els.length") == 6

@@ -4,14 +4,12 @@ conversation, two tabs, Esc, keyboard and screen-reader affordances. No model ne
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 
 import pytest
 
-from browser_util import browser  # noqa: F401 (a fixture)
+from browser_util import browser, open_imported  # noqa: F401 (browser is a fixture)
 from scripted_backend import scripted_server
 
 pytestmark = [pytest.mark.browser]
@@ -168,12 +166,6 @@ def tab(ctx, live):
     assert foreign == [], foreign
 
 
-def import_conversation(live, conv):
-    req = urllib.request.Request(live.url + "/api/import", data=json.dumps(conv).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Origin": live.url})
-    return json.loads(urllib.request.urlopen(req).read())["id"]
-
-
 def test_table_code_math_and_lists_render(tab):
     pg = tab.page
     tab.send("!echo " + RICH)
@@ -206,10 +198,8 @@ def test_table_code_math_and_lists_render(tab):
 def test_hostile_suite_renders_inert(tab, live):
     pg = tab.page
     answer = "\n\n".join(f"Case {i}:\n\n{case}" for i, case in enumerate(HOSTILE))
-    cid = import_conversation(live, {"title": "hostile", "messages": [
+    open_imported(pg, live.url, {"title": "hostile", "messages": [
         {"role": "user", "content": "show me"}, {"role": "assistant", "content": answer}]})
-    pg.evaluate(f"localStorage.setItem('conversation', '{cid}')")
-    pg.reload()
     pg.wait_for_selector(".msg.assistant .code-block")
     # Streamed too: the incremental renderer takes the same path piece by piece.
     tab.send("!echo " + answer)
@@ -343,10 +333,8 @@ def test_escape_stops_and_interrupted_answer_offers_continue(tab, live):
     wait(pg, "!state.generating", timeout=5000)
     assert "(stopped)" in pg.inner_text(".msg.assistant")
     # An answer cut off by a restart is stored partial: shown as interrupted, with Continue.
-    cid = import_conversation(live, {"title": "cut", "messages": [
+    open_imported(pg, live.url, {"title": "cut", "messages": [
         {"role": "user", "content": "tell me"}, {"role": "assistant", "content": "It was a dark", "status": "partial"}]})
-    pg.evaluate(f"localStorage.setItem('conversation', '{cid}')")
-    pg.reload()
     pg.wait_for_selector(".msg.assistant .interrupted")
     pg.click(".msg.assistant .continue")
     tab.wait_idle()
