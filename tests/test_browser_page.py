@@ -141,7 +141,7 @@ class Tab:
         self.page.keyboard.press("Enter")
 
     def wait_idle(self, timeout=20000):
-        wait(self.page, "!state.generating && state.conversationId && !document.querySelector('.msg.pending')"
+        wait(self.page, "!state.generating && !state.refreshing && state.conversationId && !document.querySelector('.msg.pending')"
              " && !document.querySelector('.msg.streaming')", timeout=timeout)
 
     def answers(self):
@@ -235,6 +235,12 @@ def test_streaming_keeps_finished_blocks_and_selection(tab):
     # The same node is still there and still selected: finished blocks are never re-rendered.
     assert pg.evaluate("document.contains(window.__first)")
     assert pg.evaluate("getSelection().toString()") == selected
+    # The page followed the bottom so far; once the reader scrolls up, it stays where they are.
+    assert pg.evaluate("(m => m.scrollHeight - m.scrollTop - m.clientHeight)(document.querySelector('#messages'))") < 40
+    pg.evaluate("document.querySelector('#messages').scrollTop = 0")
+    n = pg.evaluate("document.querySelectorAll('.msg.streaming .md-block').length")
+    wait(pg, f"document.querySelectorAll('.msg.streaming .md-block').length > {n + 3}", timeout=20000)
+    assert pg.evaluate("(m => m.scrollHeight - m.scrollTop - m.clientHeight)(document.querySelector('#messages'))") > 300
     tab.wait_idle()
     assert pg.evaluate("document.contains(window.__first)")
     # The polite live region announced the finished answer once; the message list is not live.
@@ -330,8 +336,9 @@ def test_escape_stops_and_interrupted_answer_offers_continue(tab, live):
     wait(pg, "document.querySelector('.msg.streaming') && document.querySelector('.msg.streaming').innerText.length > 20",
                          timeout=10000)
     pg.keyboard.press("Escape")
-    wait(pg, "!state.generating", timeout=5000)
-    assert "(stopped)" in pg.inner_text(".msg.assistant")
+    wait(pg, "!state.generating && !state.refreshing", timeout=5000)
+    pg.wait_for_timeout(200)
+    assert "(stopped)" in pg.inner_text(".msg.assistant")  # the store's copy did not replace the page's
     # An answer cut off by a restart is stored partial: shown as interrupted, with Continue.
     open_imported(pg, live.url, {"title": "cut", "messages": [
         {"role": "user", "content": "tell me"}, {"role": "assistant", "content": "It was a dark", "status": "partial"}]})
@@ -352,17 +359,15 @@ def test_keyboard_touch_and_empty_state(browser, live):
     assert pg.input_value("#input").startswith(pg.inner_text("#empty .example >> nth=0")[:20])
     t.send("touch me")
     t.wait_idle()
-    # Touch: no hover, so message actions are visible.
-    pg2 = ctx.new_page()  # emulate a touch-only pointer through the media query
     ctx.close()
+    # Touch: no hover, so message actions are visible.
     hover_ctx = browser.new_context(viewport={"width": 390, "height": 760}, has_touch=True, is_mobile=True)
     m = Tab(hover_ctx, live.url)
     m.send("on a phone")
     m.wait_idle()
     assert m.page.evaluate("matchMedia('(hover: none)').matches")
-    assert m.page.eval_on_selector(".msg.user .actions", "e => getComputedStyle(e).opacity") == "1"
+    assert m.page.evaluate("getComputedStyle(document.querySelector('.msg.user .actions')).opacity") == "1"
     hover_ctx.close()
-    del pg2
     # Keyboard: Tab reaches the import button, rename and delete; rename is inline.
     kctx = browser.new_context(viewport={"width": 1100, "height": 760}, reduced_motion="reduce")
     k = Tab(kctx, live.url)
@@ -418,3 +423,24 @@ def test_thinking_is_folded(tab):
     assert pg.inner_text(".msg.assistant .body > .md").strip() == "The answer is 4."
     pg.click(".msg.assistant details.thinking summary")
     wait(pg, "document.querySelector('.msg.assistant details.thinking strong').innerText == '2+2'")
+
+
+def test_selection_in_the_growing_block_survives(tab):
+    """A selection inside the block still being written is not wiped by the next tokens: that
+    block waits (the text keeps arriving) until the selection goes away."""
+    pg = tab.page
+    tab.send("!slow")
+    wait(pg, "document.querySelector('.msg.streaming .md-block p') && "
+             "document.querySelector('.msg.streaming .md-block p').innerText.length > 30", timeout=10000)
+    pg.evaluate("""() => { const p = document.querySelector('.msg.streaming .md-block p'); window.__live = p;
+        const r = document.createRange(); r.setStart(p.firstChild, 0); r.setEnd(p.firstChild, 9);
+        getSelection().removeAllRanges(); getSelection().addRange(r); }""")
+    n = pg.evaluate("state.current.text.length")
+    wait(pg, f"state.current.text.length > {n + 40}", timeout=10000)
+    assert pg.evaluate("getSelection().toString()") == "word word"
+    assert pg.evaluate("document.contains(window.__live)")
+    # Once the selection is gone the block catches up.
+    pg.evaluate("getSelection().removeAllRanges()")
+    wait(pg, f"document.querySelector('.msg.streaming .md-block p').innerText.length > {n + 20}", timeout=10000)
+    pg.keyboard.press("Escape")
+    wait(pg, "!state.generating", timeout=5000)

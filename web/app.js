@@ -19,6 +19,8 @@ const state = {
   current: null,        // {el, body, text, view, frame} of the answer being streamed
   pendingSend: null,    // a message to send once the socket is open
   stick: true,          // follow the bottom while streaming (the user has not scrolled up)
+  followedTo: null,     // where follow() last scrolled to
+  refreshing: false,    // fetching the open conversation again
 };
 const SETTINGS = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"];
 const UNDO_MS = 6000;
@@ -185,8 +187,24 @@ function humanError(text) {
 }
 
 // ------------------------------------------------------------------ messages
+function atBottom(m) { return m.scrollHeight - m.scrollTop - m.clientHeight < 40; }
+
 function follow() {
-  if (state.stick) { const m = $("messages"); m.scrollTop = m.scrollHeight; }
+  if (!state.stick) return;
+  const m = $("messages");
+  // Moved since we last put it at the bottom: the reader scrolled (its scroll event may not
+  // have arrived yet), so follow only if they are still at the bottom.
+  if (state.followedTo !== null && Math.abs(m.scrollTop - state.followedTo) > 2 && !atBottom(m)) {
+    state.stick = false;
+    return;
+  }
+  m.scrollTop = m.scrollHeight;
+  state.followedTo = m.scrollTop;
+}
+
+function stickToBottom() {
+  state.stick = true;
+  state.followedTo = null;
 }
 
 // At most one render per animation frame, and at least RENDER_INTERVAL_MS apart: text
@@ -271,7 +289,7 @@ function visibleMessages(conv) {
 function patchConversation(conv) {
   const els = [...document.querySelectorAll("#messages > .msg")];
   const msgs = visibleMessages(conv);
-  if (els.length !== msgs.length || els.some((e, i) => !e.classList.contains(msgs[i].role) || e.item.text !== msgs[i].content)) return false;
+  if (els.length !== msgs.length || els.some((e, i) => !e.classList.contains(msgs[i].role) || e.item.text.trim() !== msgs[i].content.trim())) return false;
   const lastAssistant = [...msgs].reverse().find((m) => m.role === "assistant");
   els.forEach((e, i) => {
     const m = msgs[i];
@@ -381,7 +399,7 @@ function requestOptions() {
 function sendText(text) {
   if (!text.trim() || state.generating) return;
   banner(null);
-  state.stick = true;
+  stickToBottom();
   addMessage("user", text, { pending: true });
   follow();
   setGenerating(true);
@@ -405,7 +423,7 @@ function regenerate(messageId) {
     let n = old;
     while (n) { const next = n.nextSibling; n.remove(); n = next; }
   }
-  state.stick = true;
+  stickToBottom();
   setGenerating(true);
   send({ type: "regenerate", conversation_id: state.conversationId, message_id: messageId, ...requestOptions() });
 }
@@ -430,7 +448,7 @@ function startEdit(wrap, text) {
     wrap.classList.add("pending");
     const nav = wrap.querySelector(".branches");
     if (nav) nav.remove();
-    state.stick = true;
+    stickToBottom();
     setGenerating(true);
     send({ type: "edit", conversation_id: state.conversationId, message_id: id, content, ...requestOptions() });
   };
@@ -583,7 +601,7 @@ function showConversation(conv, withSettings = true) {
     }
   }
   if (!conv.messages.length) showEmpty();
-  if (withSettings) { state.stick = true; follow(); } else scroller.scrollTop = keep;
+  if (withSettings) { stickToBottom(); follow(); } else scroller.scrollTop = keep;
 }
 
 async function openConversation(id) {
@@ -600,7 +618,14 @@ async function openConversation(id) {
 async function refreshConversation(force = false) {
   if (!state.conversationId || state.generating || document.querySelector("#messages .edit")) return;
   let conv;
-  try { conv = await api(`/api/conversations/${state.conversationId}`); } catch (_) { return; }
+  state.refreshing = true;
+  try {
+    conv = await api(`/api/conversations/${state.conversationId}`);
+  } catch (_) {
+    return;
+  } finally {
+    state.refreshing = false;
+  }
   if (state.generating || conv.id !== state.conversationId) return;
   if ((force || signature(conv) !== state.signature) && !patchConversation(conv)) showConversation(conv, false);
 }
@@ -725,7 +750,7 @@ function init() {
   // Follow the bottom only while the reader is there.
   $("messages").addEventListener("scroll", () => {
     const m = $("messages");
-    state.stick = m.scrollHeight - m.scrollTop - m.clientHeight < 40;
+    state.stick = atBottom(m);
   }, { passive: true });
   // Another tab may have added turns while this one was in the background.
   window.addEventListener("focus", () => refreshConversation());
