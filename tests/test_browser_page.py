@@ -222,7 +222,7 @@ def test_hostile_suite_renders_inert(tab, live):
 
 def test_streaming_keeps_finished_blocks_and_selection(tab):
     pg = tab.page
-    tab.send("!stream 600 150")
+    tab.send("!stream 3000 150")  # 20 s: still streaming when the checks below are done
     wait(pg, "document.querySelectorAll('.msg.streaming .md-block').length >= 4", timeout=20000)
     # Select the text of the first paragraph while the answer streams on.
     pg.evaluate("""() => { const p = document.querySelector('.msg.streaming .md-block p');
@@ -237,10 +237,13 @@ def test_streaming_keeps_finished_blocks_and_selection(tab):
     assert pg.evaluate("getSelection().toString()") == selected
     # The page followed the bottom so far; once the reader scrolls up, it stays where they are.
     assert pg.evaluate("(m => m.scrollHeight - m.scrollTop - m.clientHeight)(document.querySelector('#messages'))") < 40
+    wait(pg, "(m => m.scrollHeight > m.clientHeight + 600)(document.querySelector('#messages'))")
     pg.evaluate("document.querySelector('#messages').scrollTop = 0")
     n = pg.evaluate("document.querySelectorAll('.msg.streaming .md-block').length")
     wait(pg, f"document.querySelectorAll('.msg.streaming .md-block').length > {n + 3}", timeout=20000)
     assert pg.evaluate("(m => m.scrollHeight - m.scrollTop - m.clientHeight)(document.querySelector('#messages'))") > 300
+    assert pg.evaluate("state.generating")
+    pg.keyboard.press("Escape")
     tab.wait_idle()
     assert pg.evaluate("document.contains(window.__first)")
     # The polite live region announced the finished answer once; the message list is not live.
