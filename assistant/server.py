@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import queue
 import threading
 import time
 import uuid
@@ -136,6 +137,15 @@ class AppState:
         self.api_key = api_key
         self.allowed_hosts = allowed_hosts
         self._tools: dict[str, Any] | None = None
+        self.sessions: set[WebsocketSession] = set()
+        self.sessions_lock = threading.Lock()
+
+    def broadcast(self, event: dict[str, Any], exclude: WebsocketSession | None = None) -> None:
+        """Tell every open tab (but ``exclude``) about a change, e.g. another tab's new turn."""
+        with self.sessions_lock:
+            targets = [s for s in self.sessions if s is not exclude]
+        for s in targets:
+            s.notices.put(event)
 
     @property
     def tools(self) -> dict[str, Any]:
@@ -152,8 +162,10 @@ class AppState:
 
 # ----------------------------------------------------------------------------- chat jobs
 
-def chat_job(state: AppState, conv_id: str, entry: ModelEntry, settings: ChatSettings) -> Callable[..., Iterator[dict[str, Any]]]:
-    """A worker job that answers the conversation's last user message and saves the answer.
+def chat_job(state: AppState, conv_id: str, entry: ModelEntry, settings: ChatSettings,
+             parent: int | None = None) -> Callable[..., Iterator[dict[str, Any]]]:
+    """A worker job that answers message ``parent`` (default: the active leaf) with the branch
+    that leads to it as history, and saves the answer as its child.
 
     Saving happens here, in the worker, so a closed tab cannot leave a half-saved answer:
     the row is created ``partial``, rewritten whole about once a second, and marked
@@ -163,7 +175,8 @@ def chat_job(state: AppState, conv_id: str, entry: ModelEntry, settings: ChatSet
     def run(backend: Any, cancel: Callable[[], bool]) -> Iterator[dict[str, Any]]:
         store = state.store
         conv = store.get_conversation(conv_id)
-        history = [m for m in store.messages(conv_id) if m["status"] != "error"]
+        path = store.messages(conv_id) if parent is None else store.messages(conv_id, leaf=parent)
+        history = [m for m in path if m["status"] != "error"]
         messages: list[dict[str, Any]] = []
         system = conv["system_prompt"] or entry.system_prompt
         if system:
@@ -172,7 +185,8 @@ def chat_job(state: AppState, conv_id: str, entry: ModelEntry, settings: ChatSet
             if m["role"] in ("user", "assistant", "tool") and not (m["role"] == "assistant" and not m["content"]):
                 messages.append({"role": m["role"], "content": m["content"]})
         mid = store.add_message(conv_id, "assistant", "", status="partial", model=entry.name,
-                                sampling=settings.sampling.as_dict())
+                                sampling=settings.sampling.as_dict(),
+                                parent_id=path[-1]["id"] if path else None)
         yield {"type": "start", "message_id": mid, "model": entry.name}
         text = ""
         last_save = time.monotonic()
@@ -377,15 +391,32 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.patch("/api/conversations/<cid>")
     def patch_conversation(cid: str) -> Response:
         b = body()
-        fields = {k: b[k] for k in ("title", "model", "system_prompt") if k in b}
+        fields = {k: b[k] for k in ("title", "model", "system_prompt", "settings") if k in b}
         try:
-            return jsonify(store.update_conversation(cid, **fields))
+            conv = store.update_conversation(cid, **fields)
         except StoreError as err:
             raise BadRequest(str(err)) from None
+        state.broadcast({"type": "changed", "conversation_id": cid})
+        return jsonify(conv)
+
+    @app.post("/api/conversations/<cid>/select")
+    def select_branch(cid: str) -> Response:
+        """Make the branch through ``message_id`` active; returns the conversation."""
+        mid = body().get("message_id")
+        if isinstance(mid, bool) or not isinstance(mid, int):
+            raise BadRequest("message_id must be an integer")
+        try:
+            store.select(cid, mid)
+        except StoreError as err:
+            raise BadRequest(str(err)) from None
+        state.broadcast({"type": "changed", "conversation_id": cid})
+        return get_conversation(cid)
 
     @app.delete("/api/conversations/<cid>")
     def delete_conversation(cid: str) -> Response:
-        return jsonify({"deleted": store.delete_conversation(cid)})
+        deleted = store.delete_conversation(cid)
+        state.broadcast({"type": "changed", "conversation_id": cid, "deleted": True})
+        return jsonify({"deleted": deleted})
 
     @app.get("/api/conversations/<cid>/export")
     def export_conversation(cid: str) -> Response:
@@ -404,9 +435,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.post("/api/import")
     def import_conversation() -> Response:
         try:
-            return jsonify(store.import_json(body()))
+            conv = store.import_json(body())
         except StoreError as err:
             raise BadRequest(str(err)) from None
+        state.broadcast({"type": "changed", "conversation_id": conv["id"]})
+        return jsonify(conv)
 
     # ------------------------------------------------------------------ websocket
     @sock.route("/ws")
@@ -455,22 +488,31 @@ class WebsocketSession:
         self.state = state
         self.ws = ws
         self.job: Any = None
+        self.job_conversation: str | None = None
+        self.notices: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
 
     def send(self, obj: dict[str, Any]) -> None:
         self.ws.send(json.dumps(obj, ensure_ascii=False))
 
     def serve(self) -> None:
+        with self.state.sessions_lock:
+            self.state.sessions.add(self)
         try:
             self.send({"type": "hello", "default_model": self.state.default_model})
             while True:
                 self._drain()
-                raw = self.ws.receive(timeout=0.02 if self.job is not None else 1.0)
+                while not self.notices.empty():
+                    self.send(self.notices.get_nowait())
+                # Idle tabs wake four times a second so other tabs' changes arrive promptly.
+                raw = self.ws.receive(timeout=0.02 if self.job is not None else 0.25)
                 if raw is None:
                     continue
                 self._handle_raw(raw)
         except Exception:  # connection closed (ConnectionClosed) or broken: free the slot
             pass
         finally:
+            with self.state.sessions_lock:
+                self.state.sessions.discard(self)
             if self.job is not None:
                 self.job.cancel()
 
@@ -485,6 +527,7 @@ class WebsocketSession:
                 return
             if ev is None:
                 self.job = None
+                self.state.broadcast({"type": "changed", "conversation_id": self.job_conversation}, exclude=self)
                 return
             self.send(ev)
 
@@ -556,25 +599,39 @@ class WebsocketSession:
                 self.send({"type": "tool_result", "name": tool.name, "ok": res.ok, "content": content_out,
                            "message_id": mid})
                 self.send({"type": "done", "finish_reason": "tool", "message_id": mid})
+                self.state.broadcast({"type": "changed", "conversation_id": cid}, exclude=self)
                 return
         elif kind == "regenerate":
+            # A new answer beside the old ones (to message_id's question, default the last one).
             if cid is None:
                 raise BadRequest("regenerate needs conversation_id")
             msgs = store.messages(cid)
-            last_user = max((m["id"] for m in msgs if m["role"] == "user"), default=None)
-            if last_user is None:
-                raise BadRequest("there is no user message to answer")
-            store.delete_messages_from(cid, last_user + 1)
-        else:  # edit
+            target = msg.get("message_id")
+            if target is not None:
+                found = [m for m in store.all_messages(cid) if m["id"] == target and m["role"] == "assistant"]
+                if not found or found[0]["parent_id"] is None:
+                    raise BadRequest(f"no answer {target!r} to regenerate in this conversation")
+                uid = found[0]["parent_id"]
+            else:
+                last_user = [m["id"] for m in msgs if m["role"] == "user"]
+                if not last_user:
+                    raise BadRequest("there is no user message to answer")
+                uid = last_user[-1]
+        else:  # edit: the new text becomes a sibling of the old message, which stays
             mid = msg.get("message_id")
             content = msg.get("content")
             if cid is None or not isinstance(mid, int) or not isinstance(content, str) or not content.strip():
                 raise BadRequest("edit needs conversation_id, message_id (int) and content")
-            store.delete_messages_from(cid, mid)
-            uid = store.add_message(cid, "user", content)
+            found = [m for m in store.all_messages(cid) if m["id"] == mid and m["role"] == "user"]
+            if not found:
+                raise BadRequest(f"no user message {mid} in this conversation")
+            uid = store.add_message(cid, "user", content, parent_id=found[0]["parent_id"])
             self.send({"type": "user_message", "id": uid, "conversation_id": cid})
-        store.update_conversation(cid, model=entry.name)
-        self.job = self.state.manager.submit(entry.name, chat_job(self.state, cid, entry, settings))
+        store.update_conversation(cid, model=entry.name, settings={
+            "sampling": settings.sampling.as_dict(), "max_tokens": settings.max_tokens, "tools": settings.use_tools})
+        self.state.broadcast({"type": "changed", "conversation_id": cid}, exclude=self)
+        self.job_conversation = cid
+        self.job = self.state.manager.submit(entry.name, chat_job(self.state, cid, entry, settings, parent=uid))
 
     def _settings(self, entry: ModelEntry, msg: dict[str, Any]) -> ChatSettings:
         try:

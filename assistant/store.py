@@ -5,6 +5,11 @@ leaves the database as of the last commit. An answer being generated is inserted
 with status ``partial`` and updated in whole-row transactions, so after a crash it is
 found marked partial with the text it had, never half-written. Schema changes go through
 the ``MIGRATIONS`` list (``PRAGMA user_version`` counts the ones applied).
+
+Messages form a tree: each has a ``parent_id`` (None for the first), and editing or
+regenerating adds a sibling instead of deleting anything. A conversation's ``leaf_id`` picks
+the active branch; :meth:`Store.messages` is the path from the root to it, each message with
+the ids of its ``siblings`` (alternatives at the same point, oldest first).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .config import data_dir
 
@@ -51,7 +56,23 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     );
     """,
+    # Branches: parents and the active leaf (existing conversations become one linear branch),
+    # and the settings each conversation was last used with.
+    """
+    ALTER TABLE messages ADD COLUMN parent_id INTEGER;
+    ALTER TABLE messages ADD COLUMN chosen REAL NOT NULL DEFAULT 0;
+    UPDATE messages SET chosen = created;
+    ALTER TABLE conversations ADD COLUMN leaf_id INTEGER;
+    ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '';
+    UPDATE messages SET parent_id = (SELECT MAX(p.id) FROM messages p
+        WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id);
+    UPDATE conversations SET leaf_id = (SELECT MAX(m.id) FROM messages m WHERE m.conversation_id = conversations.id);
+    CREATE INDEX messages_by_parent ON messages(conversation_id, parent_id);
+    """,
 ]
+
+# add_message's default parent: the conversation's active leaf.
+LEAF: Final = -1
 
 FTS_MIGRATION = """
     CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(content, content='messages', content_rowid='id');
@@ -150,21 +171,25 @@ class Store:
         row = self._conn().execute("SELECT * FROM conversations WHERE id=?", (cid,)).fetchone()
         if row is None:
             raise StoreError(f"no conversation {cid!r}")
-        return dict(row)
+        return _conversation(row)
 
     def list_conversations(self, limit: int = 200) -> list[dict[str, Any]]:
         rows = self._conn().execute(
             "SELECT * FROM conversations ORDER BY updated DESC LIMIT ?", (limit,)).fetchall()
-        return [dict(r) for r in rows]
+        return [_conversation(r) for r in rows]
 
     def update_conversation(self, cid: str, **fields: Any) -> dict[str, Any]:
-        allowed = {"title", "model", "system_prompt"}
+        allowed = {"title", "model", "system_prompt", "settings"}
         bad = set(fields) - allowed
         if bad:
             raise StoreError(f"cannot update {sorted(bad)}; allowed: {sorted(allowed)}")
         self.get_conversation(cid)
         for k, v in fields.items():
-            if not isinstance(v, str):
+            if k == "settings":
+                if not isinstance(v, dict):
+                    raise StoreError("settings must be an object")
+                v = _json(v)
+            elif not isinstance(v, str):
                 raise StoreError(f"{k} must be a string")
             if k == "title":
                 v = v.strip()[:MAX_TITLE_CHARS] or "New chat"
@@ -211,23 +236,31 @@ class Store:
         return out
 
     # ------------------------------------------------------------ messages
-    def add_message(self, cid: str, role: str, content: str, status: str = "complete", **meta: Any) -> int:
+    def add_message(self, cid: str, role: str, content: str, status: str = "complete",
+                    parent_id: int | None = LEAF, **meta: Any) -> int:
+        """Add a message under ``parent_id`` (default: the active leaf) and make it the leaf."""
         if status not in STATUSES:
             raise StoreError(f"status must be one of {STATUSES}")
         now = _now()
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("SELECT 1 FROM conversations WHERE id=?", (cid,)).fetchone() is None:
+            row = conn.execute("SELECT leaf_id FROM conversations WHERE id=?", (cid,)).fetchone()
+            if row is None:
                 raise StoreError(f"no conversation {cid!r}")
+            parent = row[0] if parent_id == LEAF else parent_id
+            if parent is not None and conn.execute("SELECT 1 FROM messages WHERE id=? AND conversation_id=?",
+                                                   (parent, cid)).fetchone() is None:
+                raise StoreError(f"no message {parent} in conversation {cid!r}")
             cur = conn.execute(
                 "INSERT INTO messages(conversation_id, role, content, tool_calls, model, sampling, prompt_tokens,"
-                " completion_tokens, prefill_s, decode_s, status, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " completion_tokens, prefill_s, decode_s, status, created, parent_id, chosen)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (cid, role, content, _json(meta.get("tool_calls")), meta.get("model", ""),
                  _json(meta.get("sampling")), int(meta.get("prompt_tokens", 0)),
                  int(meta.get("completion_tokens", 0)), float(meta.get("prefill_s", 0.0)),
-                 float(meta.get("decode_s", 0.0)), status, now))
-            conn.execute("UPDATE conversations SET updated=? WHERE id=?", (now, cid))
+                 float(meta.get("decode_s", 0.0)), status, now, parent, now))
+            conn.execute("UPDATE conversations SET updated=?, leaf_id=? WHERE id=?", (now, cur.lastrowid, cid))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -258,7 +291,8 @@ class Store:
         params.append(mid)
         self._tx(f"UPDATE messages SET {', '.join(sets)} WHERE id=?", tuple(params))
 
-    def messages(self, cid: str) -> list[dict[str, Any]]:
+    def all_messages(self, cid: str) -> list[dict[str, Any]]:
+        """Every message of every branch, oldest first."""
         self.get_conversation(cid)
         rows = self._conn().execute(
             "SELECT * FROM messages WHERE conversation_id=? ORDER BY id", (cid,)).fetchall()
@@ -270,20 +304,65 @@ class Store:
             out.append(d)
         return out
 
+    def messages(self, cid: str, leaf: int | None = LEAF) -> list[dict[str, Any]]:
+        """The path from the first message to ``leaf`` (default: the active leaf), each message
+        with ``siblings``: the ids of the alternatives at its place, itself included."""
+        conv = self.get_conversation(cid)
+        every = self.all_messages(cid)
+        by_id = {m["id"]: m for m in every}
+        children: dict[int | None, list[int]] = {}
+        for m in every:
+            children.setdefault(m["parent_id"], []).append(m["id"])
+        path: list[dict[str, Any]] = []
+        node = by_id.get(conv["leaf_id"] if leaf == LEAF else leaf)
+        while node is not None and len(path) <= len(every):  # the bound guards against a cycle
+            node["siblings"] = children[node["parent_id"]]
+            path.append(node)
+            node = by_id.get(node["parent_id"])
+        path.reverse()
+        return path
+
+    def select(self, cid: str, mid: int) -> int:
+        """Make the branch through message ``mid`` active, down to the descendants chosen last
+        (or added last); returns the new leaf."""
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM messages WHERE id=? AND conversation_id=?", (mid, cid)).fetchone() is None:
+            raise StoreError(f"no message {mid} in conversation {cid!r}")
+        leaf = mid
+        while True:
+            row = conn.execute("SELECT id FROM messages WHERE conversation_id=? AND parent_id=? "
+                               "ORDER BY chosen DESC, id DESC LIMIT 1", (cid, leaf)).fetchone()
+            if row is None:
+                break
+            leaf = int(row[0])
+        ids = [m["id"] for m in self.messages(cid, leaf)]
+        self._tx(f"UPDATE messages SET chosen=? WHERE id IN ({','.join('?' * len(ids))})", (_now(), *ids))
+        self.set_leaf(cid, leaf)
+        return leaf
+
+    def set_leaf(self, cid: str, mid: int | None) -> None:
+        """Make ``mid`` the end of the active branch (None: an empty conversation)."""
+        self._tx("UPDATE conversations SET leaf_id=?, updated=? WHERE id=?", (mid, _now(), cid))
+
     def delete_messages_from(self, cid: str, mid: int) -> int:
-        """Delete message ``mid`` and every later one (edit-and-resend, regenerate)."""
+        """Delete message ``mid`` and every later one; the leaf becomes the newest message left."""
         cur = self._tx("DELETE FROM messages WHERE conversation_id=? AND id>=?", (cid, mid))
+        row = self._conn().execute("SELECT MAX(id) FROM messages WHERE conversation_id=?", (cid,)).fetchone()
+        self.set_leaf(cid, row[0])
         return cur.rowcount
 
     # ------------------------------------------------------------ export / import
     def export_json(self, cid: str) -> dict[str, Any]:
+        """The whole tree: every message with its ``id`` and ``parent`` (None for a first
+        message), and ``leaf``, the end of the active branch."""
         conv = self.get_conversation(cid)
         conv["messages"] = [
-            {k: m[k] for k in ("role", "content", "tool_calls", "model", "status", "created", "prompt_tokens",
-                               "completion_tokens")}
-            for m in self.messages(cid)
+            {k: m[k] for k in ("id", "role", "content", "tool_calls", "model", "status", "created", "prompt_tokens",
+                               "completion_tokens")} | {"parent": m["parent_id"]}
+            for m in self.all_messages(cid)
         ]
-        conv["format"] = "assistant-conversation/1"
+        conv["leaf"] = conv.pop("leaf_id")
+        conv["format"] = "assistant-conversation/2"
         return conv
 
     def export_markdown(self, cid: str) -> str:
@@ -303,15 +382,34 @@ class Store:
         title = data.get("title") if isinstance(data.get("title"), str) else "Imported chat"
         conv = self.create_conversation(title=title, model=str(data.get("model", "")),
                                         system_prompt=str(data.get("system_prompt", "")))
-        for m in data["messages"]:
-            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system", "tool") \
-                    or not isinstance(m.get("content", ""), str):
-                self.delete_conversation(conv["id"])
-                raise StoreError("each imported message needs a role (user/assistant/system/tool) and text content")
-            status = m.get("status", "complete")
-            self.add_message(conv["id"], m["role"], m.get("content", ""),
-                             status=status if status in STATUSES else "complete", model=str(m.get("model", "")))
-        return conv
+        # A version-2 export names each message's parent by its exported id; older files
+        # (no ids) are one linear branch.
+        new_ids: dict[Any, int] = {}
+        try:
+            for m in data["messages"]:
+                if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system", "tool") \
+                        or not isinstance(m.get("content", ""), str):
+                    raise StoreError("each imported message needs a role (user/assistant/system/tool) and text content")
+                parent: int | None = LEAF
+                if "parent" in m:
+                    if m["parent"] is not None and m["parent"] not in new_ids:
+                        raise StoreError(f"message {m.get('id')!r} names a parent {m['parent']!r} that comes "
+                                         f"later or does not exist")
+                    parent = None if m["parent"] is None else new_ids[m["parent"]]
+                status = m.get("status", "complete")
+                mid = self.add_message(conv["id"], m["role"], m.get("content", ""), parent_id=parent,
+                                       status=status if status in STATUSES else "complete",
+                                       model=str(m.get("model", "")))
+                if "id" in m and isinstance(m["id"], (int, str)):
+                    new_ids[m["id"]] = mid
+            if isinstance(data.get("settings"), dict):
+                self.update_conversation(conv["id"], settings=data["settings"])
+        except (StoreError, TypeError):
+            self.delete_conversation(conv["id"])
+            raise
+        if data.get("leaf") in new_ids:
+            self.set_leaf(conv["id"], new_ids[data["leaf"]])
+        return self.get_conversation(conv["id"])
 
     # ------------------------------------------------------------ notes
     def add_note(self, text: str) -> int:
@@ -336,6 +434,12 @@ class Store:
 
 def _json(v: Any) -> str:
     return "" if v is None else json.dumps(v, ensure_ascii=False)
+
+
+def _conversation(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["settings"] = json.loads(d["settings"]) if d.get("settings") else None
+    return d
 
 
 _stores: dict[str, Store] = {}

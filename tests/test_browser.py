@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import urllib.request
 
 import pytest
 
-from conftest import missing_setup
+from browser_util import browser, open_imported  # noqa: F401 (browser is a fixture)
 from server_util import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("ASSISTANT_CHROMIUM", "/usr/bin/chromium")
 HOSTILE = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> [x](javascript:window.__pwned=3)'
 
 
@@ -25,20 +21,6 @@ def live(tmp_path_factory, smollm2_path):
     srv.wait_ready()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        missing_setup(f"{CHROMIUM} is missing: apt-get install chromium (scripts/dev.sh test does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 @pytest.fixture()
@@ -92,11 +74,7 @@ def test_hostile_markup_stays_inert(page, live):
     conv = {"title": "hostile", "messages": [
         {"role": "user", "content": "show me html"},
         {"role": "assistant", "content": "Here:\n\n" + HOSTILE + "\n\n```html\n" + HOSTILE + "\n```"}]}
-    req = urllib.request.Request(live.url + "/api/import", data=json.dumps(conv).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", "Origin": live.url})
-    cid = json.loads(urllib.request.urlopen(req).read())["id"]
-    page.evaluate(f"localStorage.setItem('conversation', '{cid}')")
-    page.reload()
+    open_imported(page, live.url, conv)
     page.wait_for_selector(".msg.assistant .code-block")
     assert page.evaluate("window.__pwned") is None
     assert page.query_selector(".msg.assistant img") is None and page.query_selector(".msg.assistant script") is None
@@ -126,11 +104,95 @@ def test_narrow_window_and_screenshots(browser, live, tmp_path):
         box = pg.eval_on_selector("#sidebar", "e => e.getBoundingClientRect().right")
         return box > 10
 
+    open_imported(pg, live.url, {"title": "Markdown rendering", "model": "qwen2.5-coder", "messages": [
+        {"role": "user", "content": "Show me a table, some code and some math."},
+        {"role": "assistant", "content": RENDERING_SAMPLE, "model": "qwen2.5-coder"}]})
+    pg.wait_for_selector(".msg.assistant .katex-display")
+    # The table scrolls inside its own box instead of widening the page.
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+    _shot(pg, "narrow-dark.png")
     assert pg.is_visible("#open-sidebar") and not sidebar_on_screen()
     pg.click("#open-sidebar")
     pg.wait_for_timeout(400)
     assert sidebar_on_screen()
+    ctx.close()
+
+
+RENDERING_SAMPLE = """Here is the comparison you asked for.
+
+| Language | Typing | Hello world |
+|---|---|---|
+| Python | dynamic | `print("hi")` |
+| Rust | static | `println!("hi");` |
+
+```python
+def area(r: float) -> float:
+    return math.pi * r ** 2
+```
+
+The area of a circle is $A = \\pi r^2$, and its perimeter integrates to
+
+$$\\int_0^{2\\pi} r\\,d\\theta = 2\\pi r$$
+
+- [x] table
+- [x] code
+- [ ] a proof (left to the reader)
+"""
+
+
+def _shot(pg, name):
     out = os.environ.get("ASSISTANT_SCREENSHOTS")
     if out:
-        pg.screenshot(path=os.path.join(out, "narrow-dark.png"))
+        pg.screenshot(path=os.path.join(out, name))
+
+
+def test_real_answer_branches_and_screenshots(browser, live):
+    """A real answer, regenerated into a second branch with < 2/2 >; the README's screenshots
+    when ASSISTANT_SCREENSHOTS names a directory."""
+    for scheme in ("light", "dark"):
+        ctx = browser.new_context(viewport={"width": 1100, "height": 760}, color_scheme=scheme, bypass_csp=True)
+        pg = ctx.new_page()
+        pg.goto(live.url + "/")
+        pg.wait_for_selector("#model option", state="attached")
+        if scheme == "light":
+            pg.select_option("#model", "qwen2.5-coder")
+            pg.evaluate("$('s-temperature').value = '0'")  # the settings panel stays closed
+            send(pg, "Write a Python function that returns the squares of a list of numbers, with a short explanation.")
+            pg.wait_for_function("document.querySelector('.msg.assistant') && !state.generating", timeout=180000)
+            assert pg.query_selector(".msg.assistant .code-block code .hljs-keyword") is not None
+            cid = pg.evaluate("state.conversationId")
+        else:
+            pg.evaluate(f"localStorage.setItem('conversation', '{cid}')")
+            pg.reload()
+            pg.wait_for_selector(".msg.assistant .code-block")
+        pg.wait_for_timeout(300)
+        _shot(pg, f"chat-{scheme}.png")
+        ctx.close()
+    # Markdown rendering: a table, code and math (an imported answer, so the picture shows each).
+    ctx = browser.new_context(viewport={"width": 1100, "height": 760}, bypass_csp=True)
+    pg = ctx.new_page()
+    pg.goto(live.url + "/")
+    conv = {"title": "Markdown rendering", "model": "qwen2.5-coder", "messages": [
+        {"role": "user", "content": "Show me a table, some code and some math."},
+        {"role": "assistant", "content": RENDERING_SAMPLE, "model": "qwen2.5-coder"}]}
+    open_imported(pg, live.url, conv)
+    pg.wait_for_selector(".msg.assistant .katex-display")
+    pg.wait_for_function("document.fonts.status === 'loaded'")
+    assert pg.eval_on_selector_all(".msg.assistant table td", "els => els.length") == 6
+    _shot(pg, "markdown.png")
+    # A branched conversation: SmolLM2 answers, Regenerate makes a second answer beside it.
+    pg.click("#new-chat")
+    pg.select_option("#model", "smollm2")
+    send(pg, "Give me a name for a friendly robot.")
+    pg.wait_for_function("document.querySelector('.msg.assistant .regen') && !state.generating", timeout=120000)
+    first = pg.inner_text(".msg.assistant .body")
+    pg.evaluate("$('s-seed').value = '7'; $('s-temperature').value = '1.0'")
+    pg.click(".msg.assistant .regen")
+    pg.wait_for_function("document.querySelector('.msg.assistant .branch-pos') && !state.generating", timeout=120000)
+    assert pg.inner_text(".msg.assistant .branch-pos") == "2/2"
+    pg.hover(".msg.assistant")
+    _shot(pg, "branches.png")
+    pg.click(".msg.assistant [aria-label='Previous version']")
+    pg.wait_for_function("document.querySelector('.msg.assistant .branch-pos').innerText == '1/2'")
+    assert pg.inner_text(".msg.assistant .body") == first
     ctx.close()

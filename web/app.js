@@ -1,28 +1,52 @@
 // The chat page: conversations over REST, answers streamed over the /ws websocket
 // (protocol in docs/protocol.md). Model output is rendered by markdown.js, which never
-// interprets it as HTML.
+// interprets it as HTML. A streamed answer is re-rendered at most once per animation frame,
+// and only its last block (see Markdown.view).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null,
   connected: false,
+  everConnected: false,
   retry: 0,
   models: [],
   model: null,
   conversationId: null,
+  conversation: null,   // the open conversation as last fetched (with its active branch)
   conversations: [],
   generating: false,
-  current: null,      // {el, body, text} of the answer being streamed
-  pendingSend: null,  // a message to send once the socket is open
+  current: null,        // {el, body, text, view, frame} of the answer being streamed
+  pendingSend: null,    // a message to send once the socket is open
+  stick: true,          // follow the bottom while streaming (the user has not scrolled up)
+  followedTo: null,     // where follow() last scrolled to
+  refreshing: false,    // fetching the open conversation again
 };
 const SETTINGS = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"];
+const UNDO_MS = 6000;
+const RENDER_INTERVAL_MS = 50;
+const EXAMPLES = {
+  code: ["Write a Python function that checks whether a string is a palindrome",
+    "Explain the difference between a list and a tuple, with a table",
+    "Show a SQL query that finds duplicate emails in a users table"],
+  chat: ["Explain how rainbows form, in three short paragraphs",
+    "Give me a packing list for a weekend hike as a checklist",
+    "What is the quadratic formula? Show it with math"],
+};
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
+}
+
+function button(text, cls, onClick, label) {
+  const b = el("button", cls, text);
+  b.type = "button";
+  if (label) { b.title = label; b.setAttribute("aria-label", label); }
+  if (onClick) b.addEventListener("click", onClick);
+  return b;
 }
 
 async function api(path, options = {}) {
@@ -47,11 +71,22 @@ function banner(text, kind = "error") {
 
 function setStatus(text) { $("status").textContent = text || ""; }
 
+function announce(text) {
+  // A polite live region of its own: screen readers hear each finished answer once.
+  $("announcer").textContent = text;
+}
+
 function setGenerating(on) {
   state.generating = on;
   $("send").hidden = on;
   $("stop").hidden = !on;
   $("send").disabled = on;
+}
+
+function stop() {
+  if (!state.generating) return;
+  send({ type: "stop" });
+  setStatus("stopping...");
 }
 
 // ------------------------------------------------------------------ websocket
@@ -64,6 +99,8 @@ function connect() {
     state.retry = 0;
     banner(null);
     if (state.pendingSend) { ws.send(JSON.stringify(state.pendingSend)); state.pendingSend = null; }
+    if (state.everConnected) { refreshConversation(); loadConversations(); }
+    state.everConnected = true;
   };
   ws.onmessage = (ev) => {
     let msg;
@@ -108,8 +145,8 @@ function onEvent(msg) {
     case "token": {
       const a = ensureAnswer();
       a.text += msg.text;
-      renderAnswer(a);
-      setStatus("generating...");
+      scheduleRender(a);
+      if (!a.counted) { setStatus("generating..."); a.counted = true; }
       break;
     }
     case "trimmed":
@@ -125,6 +162,15 @@ function onEvent(msg) {
     case "done":
       finishAnswer(msg.finish_reason);
       loadConversations();
+      // Reload the branch from the store: ids, siblings (< 1/2 >) and actions come from there.
+      refreshConversation(true);
+      break;
+    case "changed":
+      // Another tab (or a REST call) changed a conversation.
+      loadConversations();
+      if (msg.conversation_id === state.conversationId) {
+        if (msg.deleted) newChat(); else refreshConversation();
+      }
       break;
     case "error":
       if (msg.code === "busy") banner("The assistant is busy with other requests. Try again in a moment.", "warn");
@@ -141,68 +187,148 @@ function humanError(text) {
 }
 
 // ------------------------------------------------------------------ messages
-function scrollDown() {
+function atBottom(m) { return m.scrollHeight - m.scrollTop - m.clientHeight < 40; }
+
+function follow() {
+  if (!state.stick) return;
   const m = $("messages");
-  if (m.scrollHeight - m.scrollTop - m.clientHeight < 200) m.scrollTop = m.scrollHeight;
+  // Moved since we last put it at the bottom: the reader scrolled (its scroll event may not
+  // have arrived yet), so follow only if they are still at the bottom.
+  if (state.followedTo !== null && Math.abs(m.scrollTop - state.followedTo) > 2 && !atBottom(m)) {
+    state.stick = false;
+    return;
+  }
+  m.scrollTop = m.scrollHeight;
+  state.followedTo = m.scrollTop;
 }
 
-function messageActions(wrap, role, getText) {
+function stickToBottom() {
+  state.stick = true;
+  state.followedTo = null;
+}
+
+// At most one render per animation frame, and at least RENDER_INTERVAL_MS apart: text
+// appearing 20 times a second still reads as smooth, and each render has a fixed cost
+// (style, layout, paint: about 2 ms here) whatever the number of new tokens.
+function scheduleRender(a) {
+  if (a.timer || a.frame) return;
+  const wait = Math.max(0, (a.lastRender || 0) + RENDER_INTERVAL_MS - performance.now());
+  a.timer = setTimeout(() => {
+    a.timer = 0;
+    a.frame = requestAnimationFrame(() => {
+      a.frame = 0;
+      a.lastRender = performance.now();
+      a.view.update(a.text);
+      follow();
+    });
+  }, wait);
+}
+
+function branchNav(m, wrap) {
+  const sib = m.siblings || [];
+  if (sib.length < 2) return;
+  const i = sib.indexOf(m.id);
+  const nav = el("span", "branches");
+  const go = (k) => selectBranch(sib[k]);
+  const prev = button("\u2039", "icon", () => go(i - 1), "Previous version");
+  const next = button("\u203A", "icon", () => go(i + 1), "Next version");
+  prev.disabled = i <= 0;
+  next.disabled = i >= sib.length - 1;
+  nav.append(prev, el("span", "branch-pos", `${i + 1}/${sib.length}`), next);
+  wrap.querySelector(".actions").prepend(nav);
+}
+
+function messageActions(wrap, role, item, opts) {
   const bar = el("div", "actions");
-  const copy = el("button", null, "Copy");
-  copy.type = "button";
-  copy.addEventListener("click", () => Markdown.copyText(getText()).then(() => {
+  const copy = button("Copy", null, () => Markdown.copyText(item.text).then(() => {
     copy.textContent = "Copied"; setTimeout(() => { copy.textContent = "Copy"; }, 1200);
   }));
   bar.appendChild(copy);
-  if (role === "user") {
-    const edit = el("button", null, "Edit");
-    edit.type = "button";
-    edit.addEventListener("click", () => startEdit(wrap, getText()));
-    bar.appendChild(edit);
-  } else if (role === "assistant") {
-    const regen = el("button", "regen", "Regenerate");
-    regen.type = "button";
-    regen.addEventListener("click", () => regenerate());
-    bar.appendChild(regen);
+  if (role === "user" && opts.id) {
+    bar.appendChild(button("Edit", null, () => startEdit(wrap, item.text)));
+  } else if (role === "assistant" && opts.last) {
+    bar.appendChild(button("Regenerate", "regen", () => regenerate(Number(wrap.dataset.id))));
+  }
+  if (role === "assistant" && opts.status === "partial" && opts.last) {
+    bar.appendChild(button("Continue", "continue", () => sendText("Continue from where you stopped.")));
   }
   wrap.appendChild(bar);
 }
 
 function addMessage(role, text, opts = {}) {
+  hideEmpty();
   const wrap = el("div", `msg ${role}`);
   if (opts.id) wrap.dataset.id = opts.id;
   if (opts.pending) wrap.classList.add("pending");
   wrap.appendChild(el("div", "who", role === "user" ? "You" : role === "assistant" ? (opts.model || "Assistant") : "Tool"));
   const body = el("div", "body");
   wrap.appendChild(body);
-  const item = { el: wrap, body, text };
-  if (role === "assistant") renderAnswer(item); else body.textContent = text;
-  if (opts.status === "partial") wrap.appendChild(el("div", "note", "(interrupted)"));
-  messageActions(wrap, role, () => item.text);
+  const item = { el: wrap, body, text, timer: 0, frame: 0 };
+  wrap.item = item;
+  if (role === "assistant") { item.view = Markdown.view(body); item.view.update(text); } else body.textContent = text;
+  if (opts.status === "partial") wrap.appendChild(el("div", "note interrupted", "(interrupted)"));
   $("messages").appendChild(wrap);
-  scrollDown();
+  setActions(wrap, opts);
   return item;
 }
 
-function renderAnswer(a) {
-  a.body.replaceChildren(Markdown.render(a.text));
-  scrollDown();
+function setActions(wrap, opts) {
+  const old = wrap.querySelector(".actions");
+  if (old) old.remove();
+  messageActions(wrap, wrap.classList.contains("user") ? "user" : "assistant", wrap.item, opts);
+  if (opts.message) branchNav(opts.message, wrap);
+}
+
+// The messages shown on screen for a conversation's branch, in order.
+function visibleMessages(conv) {
+  return conv.messages.filter((m) => m.role === "user" || (m.role === "assistant" && (m.content || m.status !== "error")));
+}
+
+// When the screen already shows this branch's text (an answer just streamed here), only ids,
+// actions and < 1/2 > are updated: the text stays as it is, with any selection in it.
+function patchConversation(conv) {
+  const els = [...document.querySelectorAll("#messages > .msg")];
+  const msgs = visibleMessages(conv);
+  if (els.length !== msgs.length || els.some((e, i) => !e.classList.contains(msgs[i].role) || e.item.text.trim() !== msgs[i].content.trim())) return false;
+  const lastAssistant = [...msgs].reverse().find((m) => m.role === "assistant");
+  els.forEach((e, i) => {
+    const m = msgs[i];
+    e.dataset.id = m.id;
+    e.classList.remove("pending");
+    setActions(e, { id: m.id, status: m.status, message: m, last: m === lastAssistant });
+  });
+  state.conversation = conv;
+  state.signature = signature(conv);
+  $("title").textContent = conv.title;
+  return true;
 }
 
 function ensureAnswer() {
   if (!state.current) {
+    // A new answer replaces the Regenerate/Continue buttons of the previous last one.
+    for (const b of document.querySelectorAll("#messages .regen, #messages .continue")) b.remove();
     state.current = addMessage("assistant", "", { model: state.model });
     state.current.el.classList.add("streaming");
+    follow();
   }
   return state.current;
 }
 
 function finishAnswer(reason) {
-  if (state.current) {
-    state.current.el.classList.remove("streaming");
-    if (reason === "cancelled") state.current.el.appendChild(el("div", "note", "(stopped)"));
-    if (reason === "length") state.current.el.appendChild(el("div", "note", "(reached the token limit)"));
-    if (reason === "context") state.current.el.appendChild(el("div", "note", "(the context window is full)"));
+  const a = state.current;
+  if (a) {
+    clearTimeout(a.timer);
+    cancelAnimationFrame(a.frame);
+    a.timer = a.frame = 0;
+    a.view.update(a.text);
+    a.el.classList.remove("streaming");
+    if (reason === "cancelled") a.el.appendChild(el("div", "note", "(stopped)"));
+    if (reason === "length") a.el.appendChild(el("div", "note", "(reached the token limit)"));
+    if (reason === "context") a.el.appendChild(el("div", "note", "(the context window is full)"));
+    follow();
+    if (reason !== "error" && reason !== "disconnected") {
+      announce(`Answer finished${reason === "cancelled" ? " (stopped)" : ""}: ${a.text.slice(0, 300)}`);
+    }
   }
   state.current = null;
   setGenerating(false);
@@ -211,15 +337,16 @@ function finishAnswer(reason) {
 
 function addNotice(text) {
   $("messages").appendChild(el("div", "notice", text));
-  scrollDown();
+  follow();
 }
 
 function addToolEvent(summary, detail, failed = false) {
+  hideEmpty();
   const d = el("details", "tool-event" + (failed ? " failed" : ""));
   d.appendChild(el("summary", null, summary));
   d.appendChild(el("pre", null, detail));
   $("messages").appendChild(d);
-  scrollDown();
+  follow();
 }
 
 function showStats(s) {
@@ -233,6 +360,23 @@ function showStats(s) {
   }
 }
 
+// ------------------------------------------------------------------ empty state
+function showEmpty() {
+  const m = state.models.find((x) => x.name === state.model);
+  const kind = m && /code|coder/i.test(`${m.name} ${m.description}`) ? "code" : "chat";
+  const box = el("div", "empty");
+  box.id = "empty";
+  box.appendChild(el("h2", null, "What can I help with?"));
+  const list = el("div", "examples");
+  for (const text of EXAMPLES[kind]) {
+    list.appendChild(button(text, "example", () => { $("input").value = text; autosize(); $("input").focus(); }));
+  }
+  box.appendChild(list);
+  $("messages").replaceChildren(box);
+}
+
+function hideEmpty() { const e = $("empty"); if (e) e.remove(); }
+
 // ------------------------------------------------------------------ sending
 function collectSettings() {
   const out = {};
@@ -243,36 +387,45 @@ function collectSettings() {
   return out;
 }
 
+// The options every send/regenerate/edit carries: model, sampling, max_tokens, tools.
+function requestOptions() {
+  const s = collectSettings();
+  const max = s.max_tokens;
+  delete s.max_tokens;
+  return { model: state.model, sampling: s, max_tokens: max, tools: $("s-tools").checked,
+    system_prompt: $("system-prompt").value };
+}
+
+function sendText(text) {
+  if (!text.trim() || state.generating) return;
+  banner(null);
+  stickToBottom();
+  addMessage("user", text, { pending: true });
+  follow();
+  setGenerating(true);
+  setStatus("sending...");
+  send({ type: "send", conversation_id: state.conversationId, content: text, ...requestOptions() });
+}
+
 function sendMessage() {
   const text = $("input").value;
   if (!text.trim() || state.generating) return;
   $("input").value = "";
   autosize();
-  banner(null);
-  addMessage("user", text, { pending: true });
-  const s = collectSettings();
-  const msg = { type: "send", conversation_id: state.conversationId, content: text, model: state.model,
-    system_prompt: $("system-prompt").value, tools: $("s-tools").checked, max_tokens: s.max_tokens };
-  delete s.max_tokens;
-  msg.sampling = s;
-  if (!text.startsWith("/")) setGenerating(true);
-  setStatus("sending...");
-  send(msg);
-  if (text.startsWith("/")) setGenerating(true);
+  sendText(text);
 }
 
-function regenerate() {
+function regenerate(messageId) {
   if (state.generating || !state.conversationId) return;
-  const msgs = [...document.querySelectorAll("#messages > *")];
-  // Drop what follows the last user message on screen; the server does the same.
-  let lastUser = -1;
-  msgs.forEach((m, i) => { if (m.classList.contains("user")) lastUser = i; });
-  msgs.slice(lastUser + 1).forEach((m) => m.remove());
-  const s = collectSettings();
-  const max = s.max_tokens; delete s.max_tokens;
+  // The old answer stays in the store as a sibling; the new one streams in its place.
+  const old = document.querySelector(`#messages .msg.assistant[data-id="${messageId}"]`);
+  if (old) {
+    let n = old;
+    while (n) { const next = n.nextSibling; n.remove(); n = next; }
+  }
+  stickToBottom();
   setGenerating(true);
-  send({ type: "regenerate", conversation_id: state.conversationId, model: state.model, sampling: s, max_tokens: max,
-    tools: $("s-tools").checked });
+  send({ type: "regenerate", conversation_id: state.conversationId, message_id: messageId, ...requestOptions() });
 }
 
 function startEdit(wrap, text) {
@@ -281,30 +434,115 @@ function startEdit(wrap, text) {
   const body = wrap.querySelector(".body");
   const ta = el("textarea", "edit-box");
   ta.value = text;
-  const save = el("button", "primary", "Save & send");
-  const cancel = el("button", null, "Cancel");
+  ta.setAttribute("aria-label", "Edit message");
   const box = el("div", "edit");
-  box.append(ta, save, cancel);
-  body.replaceWith(box);
-  ta.focus();
-  cancel.addEventListener("click", () => box.replaceWith(body));
-  save.addEventListener("click", () => {
+  const cancel = () => box.replaceWith(body);
+  const save = () => {
     const content = ta.value;
     if (!content.trim()) return;
+    // The original and what followed it stay in the store: < 1/2 > brings them back.
     let n = wrap.nextSibling;
     while (n) { const next = n.nextSibling; n.remove(); n = next; }
     body.textContent = content;
     box.replaceWith(body);
     wrap.classList.add("pending");
-    const s = collectSettings();
-    const max = s.max_tokens; delete s.max_tokens;
+    const nav = wrap.querySelector(".branches");
+    if (nav) nav.remove();
+    stickToBottom();
     setGenerating(true);
-    send({ type: "edit", conversation_id: state.conversationId, message_id: id, content, model: state.model,
-      sampling: s, max_tokens: max, tools: $("s-tools").checked });
+    send({ type: "edit", conversation_id: state.conversationId, message_id: id, content, ...requestOptions() });
+  };
+  ta.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); cancel(); }
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); save(); }
   });
+  box.append(ta, button("Save & send", "primary", save), button("Cancel", null, cancel));
+  body.replaceWith(box);
+  ta.focus();
+}
+
+async function selectBranch(messageId) {
+  if (state.generating || !state.conversationId) return;
+  try {
+    const conv = await api(`/api/conversations/${state.conversationId}/select`,
+      { method: "POST", body: JSON.stringify({ message_id: messageId }) });
+    showConversation(conv, false);
+  } catch (e) { banner(`Could not switch versions: ${e.message}`); }
 }
 
 // ------------------------------------------------------------------ conversations
+function conversationItem(c) {
+  const li = el("li", c.id === state.conversationId ? "active" : "");
+  li.dataset.id = c.id;
+  const title = button(c.title, "conv-title", () => openConversation(c.id));
+  title.title = c.title;
+  const ren = button("\u270E", "icon", () => startRename(li, c), `Rename ${c.title}`);
+  const del = button("\u2715", "icon", () => deleteWithUndo(li, c), `Delete ${c.title}`);
+  li.append(title, ren, del);
+  return li;
+}
+
+function startRename(li, c) {
+  const input = el("input", "rename");
+  input.value = c.title;
+  input.setAttribute("aria-label", "New title");
+  li.replaceChildren(input);
+  input.focus();
+  input.select();
+  let done = false;
+  const finish = async (save) => {
+    if (done) return;
+    const t = input.value.trim();
+    if (save && t && t !== c.title) {
+      try {
+        await api(`/api/conversations/${c.id}`, { method: "PATCH", body: JSON.stringify({ title: t }) });
+      } catch (e) {
+        // Keep the box open with what was typed, and say why.
+        banner(`Could not rename: ${e.message}`);
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        return;
+      }
+      if (c.id === state.conversationId) $("title").textContent = t;
+      c.title = t;
+    }
+    done = true;
+    banner(null);
+    const row = conversationItem(c);
+    li.replaceWith(row);
+    row.querySelector(".conv-title").focus();
+    loadConversations();
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); finish(true); }
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); finish(false); }
+  });
+  input.addEventListener("blur", () => finish(true));
+}
+
+// Deleting waits UNDO_MS behind an Undo button; only then is the request sent.
+const pendingDeletes = new Map();
+function deleteWithUndo(li, c) {
+  const undo = button("Undo", "undo", () => {
+    clearTimeout(pendingDeletes.get(c.id));
+    pendingDeletes.delete(c.id);
+    const row = conversationItem(c);
+    li.replaceWith(row);
+    row.querySelector(".conv-title").focus();
+    loadConversations();
+  }, `Undo deleting ${c.title}`);
+  li.replaceChildren(el("span", "deleted", `Deleted "${c.title}"`), undo);
+  undo.focus();
+  if (c.id === state.conversationId) newChat();
+  pendingDeletes.set(c.id, setTimeout(async () => {
+    pendingDeletes.delete(c.id);
+    try {
+      await api(`/api/conversations/${c.id}`, { method: "DELETE" });
+    } catch (e) { banner(`Could not delete "${c.title}": ${e.message}`); }
+    loadConversations();
+  }, UNDO_MS));
+}
+
 async function loadConversations() {
   const q = $("search").value.trim();
   try {
@@ -312,48 +550,40 @@ async function loadConversations() {
     state.conversations = data.conversations;
   } catch (e) { banner(`Could not load conversations: ${e.message}`); return; }
   const ul = $("conversations");
-  ul.replaceChildren();
-  for (const c of state.conversations) {
-    const li = el("li", c.id === state.conversationId ? "active" : "");
-    const a = el("button", "conv-title", c.title);
-    a.type = "button";
-    a.title = c.title;
-    a.addEventListener("click", () => openConversation(c.id));
-    const ren = el("button", "icon", "\u270E");
-    ren.title = "Rename";
-    ren.setAttribute("aria-label", `Rename ${c.title}`);
-    ren.addEventListener("click", async () => {
-      const t = prompt("New title", c.title);
-      if (t && t.trim()) {
-        await api(`/api/conversations/${c.id}`, { method: "PATCH", body: JSON.stringify({ title: t }) });
-        if (c.id === state.conversationId) $("title").textContent = t;
-        loadConversations();
-      }
-    });
-    const del = el("button", "icon", "\u2715");
-    del.title = "Delete";
-    del.setAttribute("aria-label", `Delete ${c.title}`);
-    del.addEventListener("click", async () => {
-      if (!confirm(`Delete "${c.title}"?`)) return;
-      await api(`/api/conversations/${c.id}`, { method: "DELETE" });
-      if (c.id === state.conversationId) newChat();
-      loadConversations();
-    });
-    li.append(a, ren, del);
-    ul.appendChild(li);
-  }
+  // Leave rows being renamed or waiting for undo alone.
+  if (ul.querySelector("input.rename, .undo")) return;
+  ul.replaceChildren(...state.conversations.filter((c) => !pendingDeletes.has(c.id)).map(conversationItem));
 }
 
-async function openConversation(id) {
-  if (state.generating) { banner("Stop the current answer before switching conversations.", "warn"); return; }
-  let conv;
-  try { conv = await api(`/api/conversations/${id}`); } catch (e) { banner(e.message); return; }
-  state.conversationId = conv.id;
-  localStorage.setItem("conversation", conv.id);
-  $("title").textContent = conv.title;
+// What identifies a conversation's visible state: refreshing is skipped when it did not change.
+function signature(conv) {
+  return JSON.stringify([conv.leaf_id, conv.title, conv.messages.map((m) => [m.id, m.status, m.content.length, (m.siblings || []).length])]);
+}
+
+function applySettings(conv) {
   $("system-prompt").value = conv.system_prompt || "";
   if (conv.model && state.models.some((m) => m.name === conv.model)) { state.model = conv.model; $("model").value = conv.model; }
-  $("messages").replaceChildren();
+  applyModelDefaults();
+  const s = conv.settings;
+  if (!s) return;
+  for (const k of SETTINGS) {
+    const v = k === "max_tokens" ? s.max_tokens : (s.sampling || {})[k];
+    if (v !== undefined && v !== null) $(`s-${k}`).value = v;
+  }
+  if (typeof s.tools === "boolean") $("s-tools").checked = s.tools;
+}
+
+function showConversation(conv, withSettings = true) {
+  state.conversationId = conv.id;
+  state.conversation = conv;
+  state.signature = signature(conv);
+  localStorage.setItem("conversation", conv.id);
+  $("title").textContent = conv.title;
+  if (withSettings) applySettings(conv);
+  const scroller = $("messages");
+  const keep = scroller.scrollTop;
+  scroller.replaceChildren();
+  const lastAssistant = [...conv.messages].reverse().find((m) => m.role === "assistant");
   for (const m of conv.messages) {
     if (m.role === "tool") {
       const call = (m.tool_calls && m.tool_calls[0]) || {};
@@ -363,21 +593,52 @@ async function openConversation(id) {
         if (t.kind === "tool_call") addToolEvent(`Calling ${t.name}`, JSON.stringify(t.arguments, null, 1));
         else if (t.kind === "tool_result") addToolEvent(`${t.name} ${t.ok ? "returned" : "failed"}`, t.content, !t.ok);
       }
-      if (m.content || m.status !== "error") addMessage("assistant", m.content, { id: m.id, status: m.status, model: m.model });
+      if (m.content || m.status !== "error") {
+        addMessage("assistant", m.content, { id: m.id, status: m.status, model: m.model, message: m, last: m === lastAssistant });
+      }
     } else if (m.role === "user") {
-      addMessage("user", m.content, { id: m.id });
+      addMessage("user", m.content, { id: m.id, message: m });
     }
   }
+  if (!conv.messages.length) showEmpty();
+  if (withSettings) { stickToBottom(); follow(); } else scroller.scrollTop = keep;
+}
+
+async function openConversation(id) {
+  if (state.generating) { banner("Stop the current answer before switching conversations.", "warn"); return; }
+  let conv;
+  try { conv = await api(`/api/conversations/${id}`); } catch (e) { banner(e.message); return; }
+  showConversation(conv);
   document.body.classList.remove("show-sidebar");
   loadConversations();
+}
+
+// Fetch the open conversation again (another tab, focus regained, reconnect, answer done);
+// redraw only when something changed, keeping this tab's settings and scroll position.
+async function refreshConversation(force = false) {
+  if (!state.conversationId || state.generating || document.querySelector("#messages .edit")) return;
+  let conv;
+  state.refreshing = true;
+  try {
+    conv = await api(`/api/conversations/${state.conversationId}`);
+  } catch (_) {
+    return;
+  } finally {
+    state.refreshing = false;
+  }
+  if (state.generating || conv.id !== state.conversationId) return;
+  if ((force || signature(conv) !== state.signature) && !patchConversation(conv)) showConversation(conv, false);
 }
 
 function newChat() {
   if (state.generating) return;
   state.conversationId = null;
+  state.conversation = null;
   localStorage.removeItem("conversation");
   $("title").textContent = "New chat";
-  $("messages").replaceChildren();
+  $("system-prompt").value = "";
+  applyModelDefaults();
+  showEmpty();
   $("stats").textContent = "";
   $("ctx-fill").style.width = "0";
   loadConversations();
@@ -402,6 +663,17 @@ function applyModelDefaults() {
     const v = k === "max_tokens" ? m.max_tokens : m.sampling[k];
     $(`s-${k}`).value = v === undefined || v === null ? "" : v;
   }
+  $("s-tools").checked = true;
+}
+
+// The open conversation remembers its model, system prompt and sampling.
+function saveSettings() {
+  if (!state.conversationId) return;
+  const o = requestOptions();
+  api(`/api/conversations/${state.conversationId}`, { method: "PATCH", body: JSON.stringify({
+    model: o.model, system_prompt: o.system_prompt,
+    settings: { sampling: o.sampling, max_tokens: o.max_tokens, tools: o.tools } }) })
+    .catch((e) => banner(`Could not save the settings: ${e.message}`));
 }
 
 async function loadModels() {
@@ -434,9 +706,13 @@ function autosize() {
 
 function init() {
   $("send").addEventListener("click", sendMessage);
-  $("stop").addEventListener("click", () => { send({ type: "stop" }); setStatus("stopping..."); });
+  $("stop").addEventListener("click", stop);
   $("input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendMessage(); }
+  });
+  // Esc stops an answer from anywhere on the page (an open edit box or rename takes it first).
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.generating) { e.preventDefault(); stop(); }
   });
   $("input").addEventListener("input", autosize);
   $("new-chat").addEventListener("click", newChat);
@@ -446,17 +722,21 @@ function init() {
     state.model = $("model").value;
     localStorage.setItem("model", state.model);
     applyModelDefaults();
+    saveSettings();
+    if ($("empty")) showEmpty();
   });
+  $("settings").addEventListener("change", saveSettings);
   $("settings-toggle").addEventListener("click", () => {
     const s = $("settings");
     s.hidden = !s.hidden;
     $("settings-toggle").setAttribute("aria-expanded", String(!s.hidden));
   });
-  $("reset-settings").addEventListener("click", applyModelDefaults);
+  $("reset-settings").addEventListener("click", () => { applyModelDefaults(); saveSettings(); });
   $("export-md").addEventListener("click", () => exportConversation("md"));
   $("export-json").addEventListener("click", () => exportConversation("json"));
   $("open-sidebar").addEventListener("click", () => document.body.classList.add("show-sidebar"));
   $("close-sidebar").addEventListener("click", () => document.body.classList.remove("show-sidebar"));
+  $("import").addEventListener("click", () => $("import-file").click());
   $("import-file").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (!file) return;
@@ -467,10 +747,19 @@ function init() {
     } catch (err) { banner(`Import failed: ${err.message}`); }
     e.target.value = "";
   });
+  // Follow the bottom only while the reader is there.
+  $("messages").addEventListener("scroll", () => {
+    const m = $("messages");
+    state.stick = atBottom(m);
+  }, { passive: true });
+  // Another tab may have added turns while this one was in the background.
+  window.addEventListener("focus", () => refreshConversation());
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshConversation(); });
   loadModels().then(() => {
     const last = localStorage.getItem("conversation");
     loadConversations().then(() => {
       if (last && state.conversations.some((c) => c.id === last)) openConversation(last);
+      else showEmpty();
     });
   });
   connect();
