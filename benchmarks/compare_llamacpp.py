@@ -5,13 +5,16 @@
 llama.cpp runs through llama-cpp-python from a scratch virtual environment outside the
 repository (not a project dependency): set LLAMA_CPP_PYTHON to its python (default
 /tmp/llamacpp/venv/bin/python). Without it, only our figures are printed.
-Also measured: the float32 floor (bare matrix-vector products over this model's weights,
-the fastest numpy decode can be), lean memory mode, and prompt-lookup decoding on a
-"repeat this code" task against llama.cpp's plain decode of the same prompt.
+Ours runs in the default memory mode (lean: the weights stay quantized, numba kernels) and,
+for reference, in speed mode (float32 weights, BLAS). Also measured: the floor (bare
+quantized products, then with the attention kernel between them, paired in the bench
+process), the memory floor (bytes read per token over the bandwidth measured in the same
+run), and prompt-lookup decoding on a "repeat this code" task against llama.cpp's plain
+decode of the same prompt.
 
 Both sides report the median of 3 repetitions. Then ``--rounds`` paired rounds alternate a
-fresh process of ours and of llama.cpp on the same prompt and print each round's prefill
-and decode ratio: on a shared machine whose speed drifts by tens of percent, the median of
+fresh process of ours and of llama.cpp on the same prompt and print each round's prefill,
+decode and peak-RSS ratio: on a shared machine whose speed drifts by tens of percent, the median of
 paired ratios is the steadier figure.
 """
 
