@@ -210,6 +210,10 @@ def register_openai_routes(app: Flask, state: "AppState") -> None:
         _only_known(data, known, route)
         return data
 
+    def body_and_model(known: set[str], route: str) -> tuple[dict[str, Any], Any]:
+        b = body(known, route)
+        return b, _entry(b)
+
     def run_job(model: str, fn: Callable[[Any, Callable[[], bool]], Iterator[dict[str, Any]]]) -> Any:
         try:
             return state.manager.submit(model, fn)
@@ -287,8 +291,7 @@ def register_openai_routes(app: Flask, state: "AppState") -> None:
 
     @app.post("/v1/chat/completions")
     def chat_completions() -> Response:
-        b = body(CHAT_KEYS, "/v1/chat/completions")
-        entry = _entry(b)
+        b, entry = body_and_model(CHAT_KEYS, "/v1/chat/completions")
         messages = _messages(b.get("messages"))
         r = Request(b, entry, chat=True)
         out = _ChatOutput("chatcmpl-" + uuid.uuid4().hex[:24], int(time.time()), entry.name, r)
@@ -296,8 +299,7 @@ def register_openai_routes(app: Flask, state: "AppState") -> None:
 
     @app.post("/v1/completions")
     def completions() -> Response:
-        b = body(COMPLETION_KEYS, "/v1/completions")
-        entry = _entry(b)
+        b, entry = body_and_model(COMPLETION_KEYS, "/v1/completions")
         prompt = b.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -309,8 +311,7 @@ def register_openai_routes(app: Flask, state: "AppState") -> None:
 
     @app.post("/v1/embeddings")
     def embeddings() -> Response:
-        b = body(EMBEDDING_KEYS, "/v1/embeddings")
-        entry = _entry(b)
+        b, entry = body_and_model(EMBEDDING_KEYS, "/v1/embeddings")
         inputs = b.get("input")
         if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and all(isinstance(t, int) for t in inputs)):
             inputs = [inputs]

@@ -13,7 +13,7 @@ Ollama's ``format``.
 What a schema may use: ``type`` (one or a list), ``properties``, ``required``,
 ``additionalProperties`` (objects with ``properties`` hold only those), ``items``,
 ``minItems``, ``maxItems``, ``enum``, ``const``, ``anyOf``/``oneOf``, ``$ref`` into
-``$defs``/``definitions``, and ``pattern`` for simple regular expressions (literals,
+``$defs``/``definitions``, ``minLength``/``maxLength``, and ``pattern`` for simple regular expressions (literals,
 classes, ``.``, groups, ``|``, ``? * + {m,n}``, anchors). Annotations (``title``,
 ``description``, ``default``, ``examples``, ``format``) are accepted and not enforced; any
 other keyword is refused with a :class:`JsonSchemaError` naming it.
@@ -98,7 +98,9 @@ _ANNOTATIONS: Final = frozenset({"title", "description", "default", "examples", 
                                  "$comment", "strict", "$defs", "definitions", "name", "readOnly", "writeOnly",
                                  "deprecated"})
 _KEYWORDS: Final = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems",
-                              "maxItems", "enum", "const", "anyOf", "oneOf", "$ref", "pattern"})
+                              "maxItems", "enum", "const", "anyOf", "oneOf", "$ref", "pattern", "minLength",
+                              "maxLength"})
+UNBOUNDED: Final = 1 << 30
 
 
 class JsonSchemaError(ValueError):
@@ -119,6 +121,8 @@ class SchemaNode:
         self.max_items = -1
         self.any_of: list[int] = []
         self.pattern: Regex | None = None
+        self.min_len = 0  # string length bounds, in characters
+        self.max_len = -1
 
 
 # ----------------------------------------------------------------------------- regex
@@ -461,7 +465,16 @@ class Grammar:
                 raise JsonSchemaError(f"{where}.{key} must be a non-negative integer")
         n.min_items = int(schema.get("minItems", 0))
         n.max_items = int(schema.get("maxItems", -1))
+        for key in ("minLength", "maxLength"):
+            v = schema.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 10_000):
+                raise JsonSchemaError(f"{where}.{key} must be an integer from 0 to 10000")
+        n.min_len = int(schema.get("minLength", 0))
+        n.max_len = int(schema.get("maxLength", -1))
         if "pattern" in schema:
+            if n.min_len or n.max_len >= 0:
+                raise JsonSchemaError(f"{where}: pattern with minLength/maxLength is not supported; "
+                                      f"put the length in the pattern")
             if not isinstance(schema["pattern"], str):
                 raise JsonSchemaError(f"{where}.pattern must be a string")
             n.pattern = Regex(schema["pattern"])
@@ -490,15 +503,20 @@ class Grammar:
     def can_continue(self, state: State) -> bool:
         return any(len(s) > 0 for s in state)
 
-    def in_string_body(self, state: State) -> bool:
-        """True when every alternative is inside a plain string (safe bytes keep the state)."""
+    def string_room(self, state: State) -> int:
+        """Bytes of plain text every alternative accepts from here: -1 unless all are in a
+        string body, :data:`UNBOUNDED` when no maxLength applies."""
+        room = UNBOUNDED
         for stack in state:
             if not stack:
-                return False
+                return -1
             top = stack[-1]
             if top[0] != K_STR or top[2] != S_BODY:
-                return False
-        return True
+                return -1
+            n = self.nodes[top[1]]
+            if n.max_len >= 0:
+                room = min(room, n.max_len - top[3])
+        return room
 
     def _step(self, stack: Stack, c: int) -> list[Stack]:
         top = stack[-1]
@@ -566,19 +584,27 @@ class Grammar:
 
     def _step_string(self, stack: Stack, rest: Stack, top: Frame, c: int) -> list[Stack]:
         phase = top[2]
+        count = top[3]
         if phase == S_BODY:
+            n = self.nodes[top[1]]
             if c == 0x22:
-                return [rest]
+                return [rest] if count >= n.min_len else []
+            if c < 0x20:
+                return []
+            if (n.min_len or n.max_len >= 0) and (c & 0xC0) != 0x80:  # a character starts here
+                count += 1
+                if 0 <= n.max_len < count:
+                    return []
             if c == 0x5C:
-                return [rest + ((K_STR, top[1], S_ESC, 0, 0, b"", _EMPTY),)]
-            return [stack] if c >= 0x20 else []
+                return [rest + ((K_STR, top[1], S_ESC, count, 0, b"", _EMPTY),)]
+            return [stack] if count == top[3] else [rest + ((K_STR, top[1], S_BODY, count, 0, b"", _EMPTY),)]
         if phase == S_ESC:
             if c not in _ESCAPES:
                 return []
-            return [rest + ((K_STR, top[1], S_HEX1 if c == 0x75 else S_BODY, 0, 0, b"", _EMPTY),)]
+            return [rest + ((K_STR, top[1], S_HEX1 if c == 0x75 else S_BODY, count, 0, b"", _EMPTY),)]
         if c not in _HEX:
             return []
-        return [rest + ((K_STR, top[1], S_BODY if phase == S_HEX4 else phase + 1, 0, 0, b"", _EMPTY),)]
+        return [rest + ((K_STR, top[1], S_BODY if phase == S_HEX4 else phase + 1, count, 0, b"", _EMPTY),)]
 
     def _step_pattern(self, rest: Stack, top: Frame, c: int) -> list[Stack]:
         """A string whose value must match a pattern (no escapes inside it). The frame's
@@ -726,8 +752,14 @@ class TokenTrie:
             for byte, child in self.children[node].items():
                 if byte == 0x22 or byte == 0x5C or byte < 0x20 or not plain[child]:
                     plain[node] = False
-                    break
         self.plain = plain
+        # Characters of each token (UTF-8 lead bytes), in sorted order, and of each node's prefix.
+        self.chars_sorted: I32 = np.asarray([sum(1 for c in token_bytes[t] if (c & 0xC0) != 0x80) for t in order],
+                                            dtype=np.int32)
+        self.prefix_chars = [0] * len(self.lo)
+        for node in range(len(self.lo)):
+            for byte, child in self.children[node].items():
+                self.prefix_chars[child] = self.prefix_chars[node] + (1 if (byte & 0xC0) != 0x80 else 0)
 
 
 _TRIES: dict[int, tuple[object, TokenTrie]] = {}
@@ -790,8 +822,13 @@ class MaskCache:
         while todo:
             node, st = todo.pop()
             visited += 1
-            if trie.plain[node] and g.in_string_body(st):
-                ok_sorted[trie.lo[node]:trie.hi[node]] = True
+            room = g.string_room(st) if trie.plain[node] else -1
+            if room >= UNBOUNDED:
+                ok_sorted[trie.lo[node]:trie.hi[node]] = True  # plain text: the whole subtree
+                continue
+            if room >= 0:  # plain text within maxLength: the tokens short enough
+                lo, hi = trie.lo[node], trie.hi[node]
+                ok_sorted[lo:hi] |= trie.chars_sorted[lo:hi] - trie.prefix_chars[node] <= room
                 continue
             if trie.term[node] > trie.lo[node]:
                 ok_sorted[trie.lo[node]:trie.term[node]] = True
