@@ -311,7 +311,7 @@ class LocalBackend:
                 tokens[i]["logprob"] = float(ls[ids[i]])
                 best = [int(j) for j in (-ls).argsort()[:top]]
                 tokens[i]["top_logprobs"] = [self._alternative(j, float(ls[j])) for j in best]
-            tokens[0]["logprob"] = None
+            tokens[0]["top_logprobs"] = []  # nothing comes before it: logprob 0, no alternatives
         return {"type": "prompt", "text": tok.decode(ids), "tokens": tokens}
 
 

@@ -586,8 +586,7 @@ class _CompletionOutput:
         for e in entries:
             tokens.append(e["token"])
             lps.append(e["logprob"])
-            tops.append({a["token"]: a["logprob"] for a in e.get("top_logprobs", [])[: self.r.top]}
-                        if e["logprob"] is not None else None)
+            tops.append({a["token"]: a["logprob"] for a in e.get("top_logprobs", [])[: self.r.top]})
             offsets.append(pos)
             pos += len(e["token"])
         return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
