@@ -80,13 +80,15 @@ def test_schema_enforced(text, ok):
     ("^\\d{3}(\\.\\d{1,2})?$", ["123", "123.4", "123.45"], ["12", "123.", "123.456"]),
     ("x", ["x", "axb"], ["", "ab"]),  # unanchored: search semantics
     ("^[^ ]+@[a-z]+\\.com$", ["me@host.com"], ["me @host.com", "me@host.org"]),
+    ("^[A-Z]{3}$", ["MEN"], ["MEN\u00e9", "M\u00c9N"]),  # no dead end on a character's first byte
+    ("^[a-z\u00e9]+$", ["caf\u00e9"], ["cafe!"]),
 ])
 def test_patterns(pattern, good, bad):
     schema = {"type": "string", "pattern": pattern}
     for s in good:
-        assert matches(schema, json.dumps(s)), s
+        assert matches(schema, json.dumps(s, ensure_ascii=False)), s
     for s in bad:
-        assert not matches(schema, json.dumps(s)), s
+        assert not matches(schema, json.dumps(s, ensure_ascii=False)), s
 
 
 @pytest.mark.parametrize("schema, fragment", [

@@ -365,6 +365,14 @@ class Regex:
     def accepts(self, sid: int) -> bool:
         return self.accept in self.sets[sid]
 
+    def takes_non_ascii(self, sid: int) -> bool:
+        """Whether some character above U+007F can come next."""
+        for s in self.sets[sid]:
+            test = self.tests[s]
+            if test is not None and (test[0] or any(ord(ch) > 0x7F for ch in test[1])):
+                return True
+        return False
+
 
 # ----------------------------------------------------------------------------- schema
 
@@ -618,7 +626,8 @@ class Grammar:
         try:
             ch = pending.decode("utf-8")
         except UnicodeDecodeError as err:
-            if err.reason == "unexpected end of data" and len(pending) < 4:
+            # A character's first bytes: only where the pattern can take some non-ASCII character.
+            if err.reason == "unexpected end of data" and len(pending) < 4 and rx.takes_non_ascii(top[3]):
                 return [rest + ((K_PAT, top[1], top[2], top[3], 0, pending, _EMPTY),)]
             return []
         nxt = rx.step(top[3], ch)
