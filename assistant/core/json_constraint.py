@@ -22,6 +22,7 @@ other keyword is refused with a :class:`JsonSchemaError` naming it.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Final
 
 import numpy as np
@@ -795,6 +796,8 @@ class MaskCache:
         self.masks: dict[State, tuple[bool, I32]] = {}
         self.misses = 0
         self.walked_nodes = 0
+        self.seconds = 0.0  # spent in the sampler's calls, all generations (the overhead benchmark reads it)
+        self.applied = 0
 
     def mask(self, state: State) -> tuple[bool, I32]:
         """(True, allowed ids) or (False, refused ids), whichever is shorter."""
@@ -878,21 +881,29 @@ class JsonConstraint(TokenConstraint):
         return st
 
     def allows(self, tid: int) -> bool:
-        return bool(self._advance(tid))
+        t0 = time.perf_counter()
+        ok = bool(self._advance(tid))
+        self.cache.seconds += time.perf_counter() - t0
+        return ok
 
     def accept(self, tid: int) -> None:
+        t0 = time.perf_counter()
         st = self._advance(tid)
         if st:
             self.state = st
+        self.cache.seconds += time.perf_counter() - t0
 
     def apply(self, logits: F32) -> F32:
+        t0 = time.perf_counter()
         allowed, ids = self.cache.mask(self.state)
         if allowed:
             out = np.full(logits.shape, -np.inf, dtype=np.float32)
             out[ids] = logits[ids]
-            return out
-        out = logits.copy()
-        out[ids] = -np.inf
+        else:
+            out = logits.copy()
+            out[ids] = -np.inf
+        self.cache.seconds += time.perf_counter() - t0
+        self.cache.applied += 1
         return out
 
     def done(self) -> bool:
