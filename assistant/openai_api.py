@@ -61,7 +61,7 @@ def _error(message: str, status: int, etype: str = "invalid_request_error", para
 
 def _only_known(b: dict[str, Any], known: set[str], route: str) -> None:
     """Refuse options this server does not implement, naming them (never ignore silently)."""
-    unknown = sorted(k for k in b if k not in known)
+    unknown = sorted(k for k, v in b.items() if k not in known and v is not None)  # null = not given
     if unknown:
         raise ApiError(f"{route} does not support the option {unknown[0]!r} here; supported: "
                        f"{', '.join(sorted(known))}", param=unknown[0])
@@ -179,7 +179,7 @@ class Request:
         self.include_usage = bool((opts or {}).get("include_usage", False))
         self.tools = _tools(b) if chat else None
         self.tool_mode, self.tool_name = _tool_choice(b, self.tools) if chat else ("none", "")
-        pt = b.get("parallel_tool_calls", True)
+        pt = True if b.get("parallel_tool_calls") is None else b["parallel_tool_calls"]
         if not isinstance(pt, bool):
             raise ApiError("parallel_tool_calls must be true or false", param="parallel_tool_calls")
         self.parallel = pt
