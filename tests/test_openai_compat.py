@@ -295,14 +295,25 @@ def test_tool_choice(client):
 
 
 def test_tool_result_round_trip(client):
-    """A client runs the call and sends the result back, in OpenAI's own message shapes."""
+    """A client runs the call and sends the result back in OpenAI's own message shapes: the
+    model's template sees its call and the result as it was trained to."""
+    from conftest import real_model_path
+    from assistant.core.gguf import open_gguf
+    from assistant.formats import auto_format
+    from assistant.server import _messages
+
     msgs = [{"role": "user", "content": TOOL_PROMPTS[0][0]}]
     r = client.chat.completions.create(model=QWEN, tools=TOOLS, temperature=0, max_tokens=120, messages=msgs)
     call = r.choices[0].message.tool_calls[0]
     msgs.append(r.choices[0].message.model_dump(exclude_none=True))
     msgs.append({"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21, "sky": "sunny"}'})
+    template = open_gguf(str(real_model_path(QWEN))).get_str("tokenizer.chat_template", "")
+    prompt = auto_format(template, "", "<|endoftext|>").render(_messages(msgs), True, TOOLS)
+    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+            '</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{"temperature_c": 21') in prompt
     final = client.chat.completions.create(model=QWEN, tools=TOOLS, temperature=0, max_tokens=60, messages=msgs)
-    assert "21" in final.choices[0].message.content
+    # The 0.5B model may answer or call again; either way the exchange is well formed.
+    assert final.choices[0].message.content or final.choices[0].message.tool_calls
 
 
 def test_page_tool_loop_uses_the_same_parser(live):
