@@ -91,12 +91,12 @@ def main() -> None:
         apply_s += t3 - t2
         c.accept(tid)
     print(f"masking every step: build {walk_s / len(ids) * 1000:.2f} ms/token cold, apply "
-          f"{apply_s / len(ids) * 1000:.2f} ms/token = {100 * apply_s / len(ids) / step:.1f}% of a decode step warm")
+          f"{apply_s / len(ids) * 1000:.2f} ms/token = {100 * apply_s / len(ids) / step:.2f}% of a decode step warm")
     for label in ("cold cache", "warm cache"):
         misses0 = factory.cache.misses
         seconds, tokens, masks = run(model, factory, prompts, a.tokens)
         per = seconds / max(1, tokens)
-        print(f"{label}: {tokens} tokens, constraint {per * 1000:.2f} ms/token = {100 * per / step:.1f}% of a "
+        print(f"{label}: {tokens} tokens, constraint {per * 1000:.2f} ms/token = {100 * per / step:.2f}% of a "
               f"decode step; masks applied {masks}, built {factory.cache.misses - misses0}")
 
 
