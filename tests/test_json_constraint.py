@@ -158,3 +158,24 @@ def test_generation_under_the_constraint_always_parses(tiny_models):
         text = "".join(p.text for p in pieces)
         assert pieces[-1].finish_reason == "stop", text
         assert errors(json.loads(text), PERSON) == [], text
+
+
+@pytest.mark.parametrize("data, ok", [
+    (b'"caf\xc3\xa9"', True), (b'"\xe6\x97\xa5\xe6\x9c\xac"', True), (b'"\xf0\x9f\x98\x80"', True),
+    (b'"\x80"', False),          # a stray continuation byte
+    (b'"\xc3"', False),          # a character cut short by the closing quote
+    (b'"\xc3\x28"', False),      # a lead byte followed by ASCII
+    (b'"\xc0\xaf"', False),      # an overlong lead byte
+])
+def test_strings_are_valid_utf8(data, ok):
+    """Byte-level vocabularies hold partial characters; strings may only join them into whole ones."""
+    for schema in ({"type": "string"}, {"type": "string", "maxLength": 4}):
+        g = Grammar(schema)
+        st = g.start
+        for c in data:
+            st = g.step(st, c)
+            if not st:
+                break
+        assert (bool(st) and g.can_end(st)) is ok
+        if ok:
+            assert len(json.loads(data)) <= 4

@@ -520,7 +520,7 @@ class Grammar:
             if not stack:
                 return -1
             top = stack[-1]
-            if top[0] != K_STR or top[2] != S_BODY:
+            if top[0] != K_STR or top[2] != S_BODY or top[4]:
                 return -1
             n = self.nodes[top[1]]
             if n.max_len >= 0:
@@ -595,18 +595,26 @@ class Grammar:
         phase = top[2]
         count = top[3]
         if phase == S_BODY:
+            follow = top[4]  # continuation bytes the current UTF-8 character still needs
+            if follow:
+                if (c & 0xC0) != 0x80:
+                    return []
+                return [rest + ((K_STR, top[1], S_BODY, count, follow - 1, b"", _EMPTY),)]
             n = self.nodes[top[1]]
             if c == 0x22:
                 return [rest] if count >= n.min_len else []
-            if c < 0x20:
+            if c < 0x20 or 0x80 <= c < 0xC2 or c > 0xF4:  # control, stray continuation, invalid lead
                 return []
-            if (n.min_len or n.max_len >= 0) and (c & 0xC0) != 0x80:  # a character starts here
+            follow = 0 if c < 0x80 else (1 if c < 0xE0 else (2 if c < 0xF0 else 3))
+            if n.min_len or n.max_len >= 0:  # a character starts here
                 count += 1
                 if 0 <= n.max_len < count:
                     return []
             if c == 0x5C:
                 return [rest + ((K_STR, top[1], S_ESC, count, 0, b"", _EMPTY),)]
-            return [stack] if count == top[3] else [rest + ((K_STR, top[1], S_BODY, count, 0, b"", _EMPTY),)]
+            if count == top[3] and not follow:
+                return [stack]
+            return [rest + ((K_STR, top[1], S_BODY, count, follow, b"", _EMPTY),)]
         if phase == S_ESC:
             if c not in _ESCAPES:
                 return []
@@ -722,7 +730,8 @@ class TokenTrie:
 
     Node ``i`` covers the sorted positions ``lo[i]:hi[i]``; tokens ending exactly there are
     ``lo[i]:term[i]``. ``plain[i]`` says no byte below the node is a quote, backslash or
-    control byte (a string body accepts the whole subtree).
+    control byte and every token below is whole UTF-8 characters (a string body between
+    characters accepts the whole subtree).
     """
 
     def __init__(self, token_bytes: list[bytes]) -> None:
@@ -758,7 +767,11 @@ class TokenTrie:
             self.term[path[len(b)]] = pos + 1
             prev = b
         plain = [True] * len(self.lo)
+        # A token is clean when its bytes are whole UTF-8 characters (the last may be unfinished).
+        clean = [_utf8_clean(token_bytes[t]) for t in order]
         for node in range(len(self.lo) - 1, -1, -1):
+            if not all(clean[self.lo[node]:self.term[node]]):
+                plain[node] = False
             for byte, child in self.children[node].items():
                 if byte == 0x22 or byte == 0x5C or byte < 0x20 or not plain[child]:
                     plain[node] = False
@@ -770,6 +783,20 @@ class TokenTrie:
         for node in range(len(self.lo)):
             for byte, child in self.children[node].items():
                 self.prefix_chars[child] = self.prefix_chars[node] + (1 if (byte & 0xC0) != 0x80 else 0)
+
+
+def _utf8_clean(data: bytes) -> bool:
+    follow = 0
+    for c in data:
+        if follow:
+            if (c & 0xC0) != 0x80:
+                return False
+            follow -= 1
+        elif c >= 0x80:
+            if c < 0xC2 or c > 0xF4:
+                return False
+            follow = 1 if c < 0xE0 else (2 if c < 0xF0 else 3)
+    return True
 
 
 _TRIES: dict[int, tuple[object, TokenTrie]] = {}
