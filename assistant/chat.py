@@ -3,7 +3,8 @@ and tool calling.
 
 A *backend* turns a message list into a stream of events (the local engine here; remote
 OpenAI-compatible servers through the backend hook). :class:`ChatRunner` adds the tool
-loop on top: when the model writes ``<tool_call>{...}</tool_call>`` the call is parsed,
+loop on top: when the model writes a tool call (tagged, bare or fenced JSON; see
+:mod:`assistant.toolcalls`, the parser the OpenAI API uses too) the call is parsed,
 run with a time limit, its result appended as a ``tool`` message, and generation goes on,
 for at most ``MAX_TOOL_ROUNDS`` rounds.
 
@@ -13,6 +14,7 @@ Events are plain dicts, the same ones the websocket protocol sends (docs/protoco
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -20,21 +22,23 @@ from typing import Any, Callable, Iterator
 
 from .config import ModelEntry, Registry, local_model_file
 from .core.engine import GenerationSettings, Model
-from .core.sampling import SamplingSettings
+from .core.json_constraint import ConstraintFactory, JsonSchemaError, check_schema
+from .core.sampling import SamplingSettings, TokenConstraint, log_softmax
 from .core.transformer import ContextFullError
 from .core.tokenizer import Tokenizer
 from .formats import PromptFormat, TemplateError, auto_format, fold_system, without_old_thinking
 from .plugin_manager import get_plugins
-from .tools import Tool, parse_tool_calls, registered_tools, run_tool
+from .toolcalls import parse_tool_calls, syntax_markers, visible_end
+from .tools import Tool, registered_tools, run_tool
 
 Event = dict[str, Any]
 Message = dict[str, Any]
 Cancel = Callable[[], bool]
 
 MAX_TOOL_ROUNDS = 4
-TOOL_CALL_OPEN = "<tool_call>"
 # The named format for a file without a chat template, by general.architecture.
 FALLBACK_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "phi3": "phi-3", "qwen3": "qwen3"}
+MAX_CACHED_SCHEMAS = 16
 
 
 class ChatError(RuntimeError):
@@ -52,6 +56,43 @@ class ChatSettings:
     use_tools: bool = True
     logprobs: int = 0
     context_policy: str = "drop_oldest"  # or "error"
+    json_schema: Any = None  # the answer must be JSON matching this schema ({}: any JSON); None: free text
+    echo: bool = False  # completions: report the prompt's tokens (with logprobs) first
+
+
+def parse_response_format(v: Any, where: str = "response_format") -> Any:
+    """The schema a ``response_format`` asks for (None for text); ValueError names what is wrong.
+
+    Accepts OpenAI's ``{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema": ...}}``,
+    Ollama's ``"json"`` or a bare schema object.
+    """
+    if v is None or v == "text":
+        return None
+    if v == "json":
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError(f"{where} must be an object such as {{\"type\": \"json_object\"}}")
+    kind = v.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+    elif kind == "json_schema":
+        spec = v.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise ValueError(f"{where}.json_schema must be an object with a \"schema\" object")
+        schema = spec.get("schema", {})
+    elif kind is None and "type" not in v:
+        raise ValueError(f"{where} needs a type: text, json_object or json_schema")
+    elif isinstance(kind, str) and kind not in ("object", "array", "string", "number", "integer", "boolean", "null"):
+        raise ValueError(f"{where}.type {kind!r} is not supported; use text, json_object or json_schema")
+    else:
+        schema = v  # a bare JSON Schema (Ollama's format)
+    try:
+        check_schema(schema)
+    except JsonSchemaError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return schema
 
 
 def prompt_formats() -> dict[str, PromptFormat]:
@@ -107,6 +148,7 @@ class LocalBackend:
         self.name = entry.name
         self.format = self._pick_format()
         self.lock = threading.Lock()  # one generation at a time on this model
+        self._constraints: dict[str, ConstraintFactory] = {}
 
     @classmethod
     def load(cls, entry: ModelEntry, registry: Registry | None = None) -> "LocalBackend":
@@ -150,6 +192,40 @@ class LocalBackend:
     @property
     def n_ctx(self) -> int:
         return self.model.n_ctx
+
+    def constraint(self, schema: Any) -> TokenConstraint | None:
+        """A fresh JSON constraint for ``schema`` (compiled once per schema and kept)."""
+        if schema is None:
+            return None
+        key = json.dumps(schema, sort_keys=True)
+        factory = self._constraints.get(key)
+        if factory is None:
+            try:
+                factory = ConstraintFactory(schema, self.model.tokenizer, sorted(self.model.tokenizer.vocab.eog_ids))
+            except JsonSchemaError as err:
+                raise ChatError(str(err)) from None
+            if len(self._constraints) >= MAX_CACHED_SCHEMAS:
+                self._constraints.pop(next(iter(self._constraints)))
+            self._constraints[key] = factory
+        return factory.new()
+
+    def _generation(self, settings: ChatSettings, stop: list[str]) -> GenerationSettings:
+        return GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
+                                  stop=stop + list(settings.stop), logprobs=settings.logprobs,
+                                  constraint=self.constraint(settings.json_schema))
+
+    def _token_event(self, piece: Any, settings: ChatSettings) -> Event:
+        """A ``token`` event; with logprobs, each alternative's text and bytes too."""
+        ev: Event = {"type": "token", "text": piece.text, "id": piece.token}
+        if settings.logprobs:
+            ev["logprob"] = piece.logprob
+            ev["bytes"] = list(self.model.tokenizer.token_bytes(piece.token))
+            ev["top_logprobs"] = [self._alternative(t, lp) for t, lp in piece.top_logprobs]
+        return ev
+
+    def _alternative(self, tid: int, logprob: float) -> dict[str, Any]:
+        raw = self.model.tokenizer.token_bytes(tid)
+        return {"id": tid, "token": raw.decode("utf-8", errors="replace"), "bytes": list(raw), "logprob": logprob}
 
     def render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
         """The prompt text; ``tools`` are OpenAI-style schemas the template may announce."""
@@ -195,9 +271,7 @@ class LocalBackend:
         if dropped:
             yield {"type": "trimmed", "dropped": dropped,
                    "message": f"context trimmed: the {dropped} oldest message(s) no longer fit and were left out"}
-        gen = GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
-                                 stop=list(self.format.stop) + list(self.entry.stop) + list(settings.stop),
-                                 logprobs=settings.logprobs)
+        gen = self._generation(settings, list(self.format.stop) + list(self.entry.stop))
         try:
             for piece in self.model.generate(ids, gen, cancel):
                 if piece.done:
@@ -208,11 +282,7 @@ class LocalBackend:
                     st["context_used"] = st["prompt_tokens"] + st["generated_tokens"]
                     yield {"type": "done", "finish_reason": piece.finish_reason, "stats": st}
                 else:
-                    ev: Event = {"type": "token", "text": piece.text, "id": piece.token}
-                    if settings.logprobs:
-                        ev["logprob"] = piece.logprob
-                        ev["top_logprobs"] = piece.top_logprobs
-                    yield ev
+                    yield self._token_event(piece, settings)
         except ContextFullError as err:
             raise ChatError(str(err)) from None
 
@@ -224,9 +294,7 @@ class LocalBackend:
             ids, _dropped = self.fit(messages, tools, settings)
         except TemplateError as err:
             raise ChatError(str(err)) from None
-        gen = GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
-                                 stop=list(self.format.stop) + list(self.entry.stop) + list(settings.stop),
-                                 logprobs=settings.logprobs)
+        gen = self._generation(settings, list(self.format.stop) + list(self.entry.stop))
         try:
             for i, piece in self.model.generate_parallel(ids, n, gen, cancel):
                 if piece.done:
@@ -234,8 +302,9 @@ class LocalBackend:
                         yield {"type": "token", "text": piece.text, "index": i}
                     yield {"type": "done", "finish_reason": piece.finish_reason, "stats": dict(piece.stats), "index": i}
                 else:
-                    yield {"type": "token", "text": piece.text, "id": piece.token, "index": i,
-                           "logprob": piece.logprob, "top_logprobs": piece.top_logprobs}
+                    ev = self._token_event(piece, settings)
+                    ev["index"] = i
+                    yield ev
         except ContextFullError as err:
             raise ChatError(str(err)) from None
 
@@ -246,16 +315,33 @@ class LocalBackend:
             raise ChatError("the prompt is empty")
         if len(ids) >= self.n_ctx:
             raise ChatError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
-        gen = GenerationSettings(max_tokens=settings.max_tokens, sampling=settings.sampling,
-                                 stop=list(settings.stop), logprobs=settings.logprobs)
-        for piece in self.model.generate(ids, gen, cancel):
+        if settings.echo:
+            yield self._prompt_event(ids, settings.logprobs)
+        if settings.max_tokens == 0:  # scoring the prompt only
+            yield {"type": "done", "finish_reason": "length",
+                   "stats": {"prompt_tokens": float(len(ids)), "generated_tokens": 0.0}}
+            return
+        for piece in self.model.generate(ids, self._generation(settings, []), cancel):
             if piece.done:
                 if piece.text:
                     yield {"type": "token", "text": piece.text}
                 yield {"type": "done", "finish_reason": piece.finish_reason, "stats": dict(piece.stats)}
             else:
-                yield {"type": "token", "text": piece.text, "id": piece.token,
-                       "logprob": piece.logprob, "top_logprobs": piece.top_logprobs}
+                yield self._token_event(piece, settings)
+
+    def _prompt_event(self, ids: list[int], top: int) -> Event:
+        """The prompt's tokens, each with its log-probability given the ones before (echo)."""
+        tok = self.model.tokenizer
+        tokens = [self._alternative(t, 0.0) for t in ids]
+        if top:
+            rows = self.model.logits(ids)  # (len(ids), n_vocab)
+            for i in range(1, len(ids)):
+                ls = log_softmax(rows[i - 1])
+                tokens[i]["logprob"] = float(ls[ids[i]])
+                best = [int(j) for j in (-ls).argsort()[:top]]
+                tokens[i]["top_logprobs"] = [self._alternative(j, float(ls[j])) for j in best]
+            tokens[0]["top_logprobs"] = []  # nothing comes before it: logprob 0, no alternatives
+        return {"type": "prompt", "text": tok.decode(ids), "tokens": tokens}
 
 
 def plugin_backends() -> dict[str, Callable[[ModelEntry], Any]]:
@@ -300,6 +386,8 @@ class ChatRunner:
         msgs = without_old_thinking([self._apply_message_filters(m) for m in messages])
         msgs = self._filter_messages(msgs)
         new_messages: list[Message] = []
+        markers = syntax_markers() if tools else []
+        names = {t.name for t in tools}
         totals = {"prompt_tokens": 0.0, "generated_tokens": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
         last_done: Event = {}
         for round_no in range(MAX_TOOL_ROUNDS + 1):
@@ -310,15 +398,11 @@ class ChatRunner:
                 if ev["type"] == "token":
                     text += ev["text"]
                     # Hide tool-call markup from the visible stream; tool events show it.
-                    if tools:
-                        cut = text.find(TOOL_CALL_OPEN)
-                        visible_end = cut if cut >= 0 else len(text) - _partial_suffix(text, TOOL_CALL_OPEN)
-                    else:
-                        visible_end = len(text)
-                    if visible_end > emitted:
+                    shown = visible_end(text, markers) if tools else len(text)
+                    if shown > emitted:
                         out = dict(ev)
-                        out["text"] = text[emitted:visible_end]
-                        emitted = visible_end
+                        out["text"] = text[emitted:shown]
+                        emitted = shown
                         yield out
                 elif ev["type"] == "done":
                     last_done = ev
@@ -326,7 +410,7 @@ class ChatRunner:
                         totals[k] += float(ev.get("stats", {}).get(k, 0.0))
                 else:
                     yield ev
-            calls = parse_tool_calls(text) if tools else []
+            calls = parse_tool_calls(text, names, markers)[1] if tools else []
             if not calls or last_done.get("finish_reason") == "cancelled" or round_no == MAX_TOOL_ROUNDS:
                 if emitted < len(text) and not calls:
                     yield {"type": "token", "text": text[emitted:]}
@@ -371,14 +455,6 @@ class ChatRunner:
             if isinstance(res, str):
                 text = res
         return text
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``marker``."""
-    for k in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:k]):
-            return k
-    return 0
 
 
 def merged_sampling(entry: ModelEntry, overrides: dict[str, Any] | None) -> SamplingSettings:

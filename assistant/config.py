@@ -116,6 +116,7 @@ class ModelEntry:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     max_tokens: int = 1024
     tools: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # other names API clients may use ("gpt-4o-mini")
     tokenizer_model: str = ""
     backend: str = "local"
     base_url: str = ""
@@ -144,6 +145,15 @@ class Registry:
     errors: list[str]
     files: list[str]
     plugin_dirs: list[str] = field(default_factory=list)
+
+    def resolve(self, name: str) -> str | None:
+        """The model a client's name means: a model's own name or one of its aliases."""
+        if name in self.models:
+            return name
+        for entry in self.models.values():
+            if name in entry.aliases:
+                return entry.name
+        return None
 
     def get(self, name: str | None) -> ModelEntry:
         """The entry called ``name`` (the default when None); KeyError says what exists."""
@@ -207,7 +217,7 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
                 "tokenizer_model", "base_url", "api_key_env", "backend", "memory")
     int_keys = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
                 "max_tokens": (1, 1 << 20), "timeout": (1, 3600)}
-    known = set(str_keys) | set(int_keys) | {"source", "stop", "sampling", "tools", "model"}
+    known = set(str_keys) | set(int_keys) | {"source", "stop", "sampling", "tools", "model", "aliases"}
     for key, value in raw.items():
         if key not in known:
             raise ValueError(f"{where}.{key} is not a known setting; allowed: {', '.join(sorted(known))}")
@@ -230,6 +240,10 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
             _check(isinstance(value, list) and all(isinstance(s, str) for s in value),
                    where, key, "a list of tool names", value)
             e.tools = list(value)
+        elif key == "aliases":
+            _check(isinstance(value, list) and all(isinstance(s, str) and s for s in value),
+                   where, key, "a list of non-empty names", value)
+            e.aliases = list(value)
         elif key == "source":
             _check(isinstance(value, dict), where, key, "a table (url, hf and file, wheel/members or wheels)", value)
             check_source(value, where)

@@ -29,3 +29,8 @@ def filter_messages(messages, model):
 @hookspec
 def filter_output(text, model):
     """Adjust the generated text after generation; return the new text or None."""
+
+
+@hookspec
+def register_tool_call_syntax(register):
+    """Declare how a model family marks tool calls: ``register(open, close="")``, e.g. ``"[TOOL_CALLS]"``."""

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from flask import Flask, Response, abort, g, jsonify, request, send_from_directory
 from flask_sock import Sock
 
-from .chat import ChatError, ChatRunner, ChatSettings, merged_sampling
+from .chat import ChatError, ChatRunner, ChatSettings, merged_sampling, parse_response_format
 from .config import ModelEntry, Registry, load_registry
 from .core.tokenizer import TokenizerError
 from .store import Store, StoreError, open_store
@@ -94,8 +94,13 @@ def _messages(v: Any) -> list[dict[str, Any]]:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
             raise BadRequest(f"messages[{i}] needs a role of system, user, assistant or tool")
         content = m.get("content", "")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if isinstance(content, list):  # OpenAI content parts: text only
+            for j, p in enumerate(content):
+                kind = p.get("type") if isinstance(p, dict) else None
+                if kind != "text" or not isinstance(p.get("text"), str):
+                    raise BadRequest(f"messages[{i}].content[{j}] is a {kind or 'malformed'} part; "
+                                     f"this model takes text only")
+            content = "".join(p["text"] for p in content)
         if content is None:
             content = ""
         if not isinstance(content, str):
@@ -104,8 +109,24 @@ def _messages(v: Any) -> list[dict[str, Any]]:
             raise BadRequest(f"messages[{i}].content is longer than {MAX_MESSAGE_CHARS} characters")
         msg: dict[str, Any] = {"role": m["role"], "content": content}
         if m.get("tool_calls"):
-            msg["tool_calls"] = m["tool_calls"]
+            msg["tool_calls"] = _tool_calls_for_template(m["tool_calls"], i)
         out.append(msg)
+    return out
+
+
+def _tool_calls_for_template(calls: Any, i: int) -> list[dict[str, Any]]:
+    """OpenAI-shaped calls with their ``arguments`` decoded (templates serialise them again)."""
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise BadRequest(f"messages[{i}].tool_calls must be a list of objects")
+    out = []
+    for c in calls:
+        fn = dict(c["function"]) if isinstance(c.get("function"), dict) else dict(c)
+        if isinstance(fn.get("arguments"), str):
+            try:
+                fn["arguments"] = json.loads(fn["arguments"] or "{}")
+            except json.JSONDecodeError:
+                raise BadRequest(f"messages[{i}].tool_calls: arguments must be a JSON object") from None
+        out.append(dict(c, function=fn, name=fn.get("name", ""), arguments=fn.get("arguments", {})))
     return out
 
 
@@ -640,4 +661,8 @@ class WebsocketSession:
             raise BadRequest(str(err)) from None
         max_tokens = _int(msg, "max_tokens", entry.max_tokens, 1, MAX_TOKENS_LIMIT)
         use_tools = msg.get("tools", True) is not False
-        return ChatSettings(max_tokens=max_tokens, sampling=sampling, use_tools=use_tools)
+        try:  # "answer as JSON": the same constraint as the API's response_format
+            schema = parse_response_format(msg.get("response_format"))
+        except ValueError as err:
+            raise BadRequest(str(err)) from None
+        return ChatSettings(max_tokens=max_tokens, sampling=sampling, use_tools=use_tools, json_schema=schema)

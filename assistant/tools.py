@@ -4,9 +4,8 @@ A tool's JSON schema comes from its signature and its description from its docst
 Calls run in a worker thread with a time limit; whatever a tool raises or returns, the
 caller gets a :class:`ToolResult` (``ok`` or an error message), never an exception.
 
-Models trained for tool calling (Qwen2.5, SmolLM2) write
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``; :func:`parse_tool_calls`
-extracts those calls, and malformed ones become visible errors.
+Calls the model writes are found by :mod:`assistant.toolcalls` (tags, bare or fenced
+JSON); malformed ones become visible errors.
 """
 
 from __future__ import annotations
@@ -15,10 +14,11 @@ import inspect
 import json
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, get_type_hints
 
 from .plugin_manager import get_plugins
+from .toolcalls import ToolCall, parse_tool_calls  # noqa: F401  (re-exported)
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_RESULT_CHARS = 8000
@@ -73,14 +73,6 @@ class ToolResult:
     ok: bool
     content: str
     seconds: float = 0.0
-
-
-@dataclass
-class ToolCall:
-    name: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    error: str = ""  # set when the model's call could not be parsed
-    raw: str = ""
 
 
 def registered_tools() -> dict[str, Tool]:
@@ -157,37 +149,6 @@ def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float = DEFAULT_TIM
     if len(text) > MAX_RESULT_CHARS:
         text = text[:MAX_RESULT_CHARS] + " [truncated]"
     return ToolResult(tool.name, args, True, text, dt)
-
-
-_CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
-
-
-def parse_tool_calls(text: str) -> list[ToolCall]:
-    """Calls written as ``<tool_call>{json}</tool_call>`` in model output."""
-    calls: list[ToolCall] = []
-    for m in _CALL_RE.finditer(text):
-        raw = m.group(1).strip()
-        if not raw:
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as err:
-            calls.append(ToolCall("", error=f"the tool call is not valid JSON ({err.msg})", raw=raw))
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            calls.append(ToolCall("", error="a tool call needs a \"name\" string", raw=raw))
-            continue
-        args = obj.get("arguments", obj.get("parameters", {}))
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                args = {}
-        if not isinstance(args, dict):
-            calls.append(ToolCall(obj["name"], error="tool arguments must be a JSON object", raw=raw))
-            continue
-        calls.append(ToolCall(obj["name"], args, raw=raw))
-    return calls
 
 
 def parse_slash_command(text: str, tools: dict[str, Tool]) -> tuple[Tool, dict[str, Any]] | None:

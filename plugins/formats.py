@@ -201,3 +201,13 @@ FORMATS = [
 def register_prompt_formats(register):
     for fmt in FORMATS:
         register(fmt)
+
+
+# How these families mark tool calls (Hermes/Qwen's <tool_call> tags are built in).
+TOOL_CALL_MARKERS = [("<|python_tag|>", "<|eom_id|>"), ("[TOOL_CALLS]", "")]
+
+
+@hookimpl
+def register_tool_call_syntax(register):
+    for open_, close in TOOL_CALL_MARKERS:
+        register(open_, close)

@@ -62,6 +62,9 @@ class OpenAIBackend:
             body["stop"] = settings.stop
         if tools:
             body["tools"] = tools
+        if getattr(settings, "json_schema", None) is not None:  # the upstream server enforces it
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer",
+                                                                              "schema": settings.json_schema}}
         req = urllib.request.Request(self.api + "/chat/completions", data=json.dumps(body).encode(),
                                      headers=self._headers(), method="POST")
         timeout = float(getattr(self.entry, "timeout", 60))

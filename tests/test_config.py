@@ -61,3 +61,13 @@ def test_broken_toml_keeps_the_defaults(tmp_path):
     reg = load_registry(str(cfg))
     assert "smollm2" in reg.models
     assert any("not valid TOML" in e for e in reg.errors)
+
+
+def test_aliases_name_a_model_for_api_clients(tmp_path):
+    cfg = tmp_path / "models.toml"
+    cfg.write_text('[models.mine]\npath = "/x/y.gguf"\naliases = ["gpt-4o-mini", "gpt-3.5-turbo"]\n'
+                   '[models.bad]\npath = "/x/z.gguf"\naliases = "gpt-4o"\n')
+    reg = load_registry(str(cfg))
+    assert reg.resolve("gpt-3.5-turbo") == "mine" and reg.resolve("mine") == "mine"
+    assert reg.resolve("gpt-4o") is None
+    assert any("models.bad.aliases must be a list" in e for e in reg.errors)

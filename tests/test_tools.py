@@ -88,9 +88,9 @@ def test_tool_that_raises_or_hangs_is_contained():
 
 
 def test_parse_tool_calls():
-    calls = parse_tool_calls('x <tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>'
+    content, calls = parse_tool_calls('x <tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>'
                              '<tool_call>{not json}</tool_call>')
-    assert calls[0].name == "calculator" and calls[0].arguments == {"expression": "1+1"}
+    assert content == "x" and calls[0].name == "calculator" and calls[0].arguments == {"expression": "1+1"}
     assert calls[1].error.startswith("the tool call is not valid JSON")
 
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from .gguf import GGUFFile, open_gguf
 from .models import build_model
-from .sampling import Sampler, SamplingSettings, log_softmax
+from .sampling import Sampler, SamplingSettings, TokenConstraint, log_softmax
 from .tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
 from .transformer import ContextFullError, KVCache, Transformer
 
@@ -47,7 +47,7 @@ class GenerationSettings:
     def __init__(self, max_tokens: int = 256, sampling: SamplingSettings | None = None,
                  stop: list[str] | None = None, ignore_eos: bool = False,
                  context_policy: str = "error", n_keep: int = 0, logprobs: int = 0,
-                 lookup_decoding: bool = True) -> None:
+                 lookup_decoding: bool = True, constraint: TokenConstraint | None = None) -> None:
         self.max_tokens = max_tokens
         self.sampling = sampling if sampling is not None else SamplingSettings()
         self.stop = [s for s in (stop or []) if s]
@@ -58,6 +58,7 @@ class GenerationSettings:
         self.n_keep = n_keep
         self.logprobs = logprobs
         self.lookup_decoding = lookup_decoding
+        self.constraint = constraint  # which tokens may come next (e.g. JSON); fresh per sequence
 
 
 class _Emitter:
@@ -311,7 +312,7 @@ class Model:
         if not prompt:
             raise ValueError("the prompt is empty: give at least one token")
         prompt = self._fit_prompt(prompt, s)
-        sampler = Sampler(s.sampling)
+        sampler = Sampler(s.sampling, s.constraint.fresh() if s.constraint is not None else None)
         detok = StreamingDetokenizer(self.tokenizer)
         t0 = time.perf_counter()
         logits, cached = self._prefill(prompt, cancel)
@@ -405,7 +406,7 @@ class Model:
             sp = s.sampling.copy()
             if sp.seed >= 0:
                 sp.seed = sp.seed + i
-            samplers.append(Sampler(sp))
+            samplers.append(Sampler(sp, s.constraint.fresh() if s.constraint is not None else None))
         emitters = [_Emitter(self, s) for _ in range(n)]
         histories = [list(prompt) for _ in range(n)]
         caches = [self.cache.fork() for _ in range(n)]

@@ -1,7 +1,9 @@
 """Token sampling: small pure functions over logits, applied in one declared order.
 
 Order (as llama.cpp's default chain): penalties -> top-k -> top-p -> min-p -> temperature
--> draw. Temperature 0 short-circuits to the arg-max after penalties. Each step takes and
+-> draw. Temperature 0 short-circuits to the arg-max after penalties. An optional
+:class:`TokenConstraint` (constrained decoding) checks the pick; only when it refuses is
+its mask applied to the logits and the pick made again, as llama.cpp's grammar sampler. Each step takes and
 returns a candidate set ``(ids, logits)`` sorted by descending logit, so later steps
 work on a few dozen candidates rather than the whole vocabulary.
 """
@@ -143,19 +145,54 @@ def draw(ids: I64, logits: F32, rng: np.random.Generator) -> int:
     return int(ids[min(idx, ids.shape[0] - 1)])
 
 
+class TokenConstraint:
+    """Which tokens may come next (e.g. JSON that must parse); one per generation."""
+
+    def allows(self, tid: int) -> bool:
+        """Whether ``tid`` may be the next token."""
+        raise NotImplementedError
+
+    def accept(self, tid: int) -> None:
+        """Record that ``tid`` was chosen."""
+        raise NotImplementedError
+
+    def apply(self, logits: F32) -> F32:
+        """``logits`` with every token that may not come next set to -inf."""
+        raise NotImplementedError
+
+    def fresh(self) -> "TokenConstraint":
+        """The same constraint from its start (for another sequence)."""
+        raise NotImplementedError
+
+
 class Sampler:
     """Composes the steps above; owns the seeded random generator."""
 
-    def __init__(self, settings: SamplingSettings) -> None:
+    def __init__(self, settings: SamplingSettings, constraint: TokenConstraint | None = None) -> None:
         settings.validate()
         self.s = settings
         seed = settings.seed
         self.rng = np.random.default_rng(None if seed < 0 else seed)
+        self.constraint = constraint
 
     def __call__(self, logits: F32, history: list[int]) -> int:
         s = self.s
         logits = apply_penalties(logits, history, s.repeat_penalty, s.repeat_last_n,
                                  s.frequency_penalty, s.presence_penalty)
+        c = self.constraint
+        if c is None:
+            return self._pick(logits)
+        # Check the unconstrained pick first: when it is allowed (most steps) the mask is
+        # never applied; otherwise pick again from the masked logits. For a plain draw this
+        # is exact: p(t) + p(refused) * p(t) / p(allowed) = p(t) / p(allowed).
+        tid = self._pick(logits)
+        if not c.allows(tid):
+            tid = self._pick(c.apply(logits))
+        c.accept(tid)
+        return tid
+
+    def _pick(self, logits: F32) -> int:
+        s = self.s
         if s.temperature <= 0.0:
             return int(np.argmax(logits))
         ids = np.arange(logits.shape[0], dtype=np.int64)

@@ -329,6 +329,22 @@ class Transformer:
             return np.zeros((0, self.args.n_vocab), dtype=np.float32)
         return self.output(last)
 
+    def pooled_hidden(self, tokens: I32) -> F32:
+        """Unit-length mean of the final-normed hidden states of ``tokens`` ``(dim,)``, run
+        from an empty cache of their own (what /v1/embeddings returns)."""
+        if not self._prepared:
+            self.prepare(PREPARE_THREADS)
+        n = int(tokens.shape[0])
+        cache = self.new_cache(max(1, n))
+        total = np.zeros(self.args.dim, dtype=np.float64)  # (dim,)
+        for start in range(0, n, self.prefill_chunk):
+            h = self.hidden(tokens[start:start + self.prefill_chunk], cache)  # (T, dim)
+            total += h.sum(axis=0, dtype=np.float64)
+        mean = total / max(1, n)
+        norm = float(np.linalg.norm(mean))
+        out: F32 = (mean / norm if norm > 0.0 else mean).astype(np.float32)
+        return out
+
     def linears(self) -> list[Linear]:
         """Every matrix product of one token's forward pass, in order, the head last."""
         out: list[Linear] = []

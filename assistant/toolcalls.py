@@ -1,0 +1,200 @@
+"""Finding tool calls in what a model wrote, in the shapes models actually write them.
+
+Lenient, as llama.cpp's chat parsers are: Hermes/Qwen ``<tool_call>{...}</tool_call>`` tags
+(or a format plugin's own markers, declared through ``register_tool_call_syntax``), a bare
+JSON object (or list of them) at the start of a line, a fenced ```` ```json ```` block, and
+Llama-3's ``{"name": ..., "parameters": ...}``. Untagged JSON counts as a call only when it
+names one of the offered tools, so an answer that merely contains JSON stays an answer.
+
+:func:`visible_end` says how much of a stream can be shown while it may still become a
+call: the OpenAI API's streaming and the chat page's tool loop both hold back from there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Markers every model family we ship may use; plugins add their own.
+DEFAULT_MARKERS: tuple[tuple[str, str], ...] = (("<tool_call>", "</tool_call>"),)
+FENCE = "```"
+_FENCE_LANGS = ("", "json", "tool_call", "tool_code", "javascript", "js")
+_DECODER = json.JSONDecoder()
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # set when the model's call could not be parsed
+    raw: str = ""
+
+
+def syntax_markers() -> list[tuple[str, str]]:
+    """(open, close) markers: the defaults plus what format plugins declare."""
+    from .plugin_manager import get_plugins
+
+    found = list(DEFAULT_MARKERS)
+
+    def register(open: str, close: str = "") -> None:
+        if isinstance(open, str) and open and (open, close) not in found:
+            found.append((open, str(close or "")))
+
+    get_plugins().call_safely("register_tool_call_syntax", register=register)
+    return found
+
+
+def _call_from(obj: Any, raw: str) -> ToolCall | None:
+    """A call from one decoded JSON value, or None when it does not look like one."""
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("function"), dict):  # OpenAI's own shape, echoed back
+        obj = obj["function"]
+    name = obj.get("name")
+    if not isinstance(name, str):
+        return None
+    args: Any = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return ToolCall(name, error="the tool arguments are a string that is not JSON", raw=raw)
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        return ToolCall(name, error="tool arguments must be a JSON object", raw=raw)
+    return ToolCall(name, args, raw=raw)
+
+
+def _decode_calls(raw: str) -> tuple[list[ToolCall], int]:
+    """Calls in JSON text starting at ``raw``'s first character: (calls, characters used)."""
+    try:
+        obj, end = _DECODER.raw_decode(raw)
+    except json.JSONDecodeError as err:
+        return [ToolCall("", error=f"the tool call is not valid JSON ({err.msg})", raw=raw)], len(raw)
+    items = obj if isinstance(obj, list) else [obj]
+    calls = [_call_from(o, raw[:end]) for o in items]
+    if not items or any(c is None for c in calls):
+        return [ToolCall("", error="a tool call needs a \"name\" string", raw=raw[:end])], end
+    return [c for c in calls if c is not None], end
+
+
+def _marked(text: str, markers: list[tuple[str, str]]) -> tuple[int, list[ToolCall]]:
+    """Calls between markers: (start of the first marker or -1, calls)."""
+    first = -1
+    calls: list[ToolCall] = []
+    for open_, close in markers:
+        pos = text.find(open_)
+        while pos >= 0:
+            first = pos if first < 0 else min(first, pos)
+            body_start = pos + len(open_)
+            end = text.find(close, body_start) if close else -1
+            body = text[body_start:end if end >= 0 else len(text)].strip()
+            if body.startswith(FENCE):  # some models fence inside the tags
+                body = body.strip("`").removeprefix("json").strip()
+            if body:
+                calls.extend(_decode_calls(body)[0])
+            pos = text.find(open_, end + len(close)) if end >= 0 else -1
+    return first, calls
+
+
+def _fence_body(text: str, pos: int) -> tuple[str | None, int]:
+    """For a fence at ``pos``: (its JSON-looking body or None, index after the block)."""
+    nl = text.find("\n", pos + 3)
+    if nl < 0:
+        return None, len(text)
+    lang = text[pos + 3:nl].strip().lower()
+    close = text.find(FENCE, nl + 1)
+    end = close + 3 if close >= 0 else len(text)
+    body = text[nl + 1:close if close >= 0 else len(text)].strip()
+    if lang not in _FENCE_LANGS or not body.startswith(("{", "[")):
+        return None, end
+    return body, end
+
+
+_LINE_JSON = re.compile(r"(?m)^[ \t]*[\[{]")
+
+
+def _untagged(text: str, names: set[str] | None) -> tuple[int, list[ToolCall]]:
+    """Fenced or bare JSON calls: (start of the first one or -1, calls)."""
+    pos = 0
+    while True:
+        fence = text.find(FENCE, pos)
+        line = _LINE_JSON.search(text, pos)
+        if fence < 0 and line is None:
+            return -1, []
+        if line is not None and (fence < 0 or line.start() < fence):
+            start = line.start()
+            calls, used = _decode_calls(text[start:].lstrip())
+            if _known(calls, names):
+                return start, calls
+            pos = line.end()
+            continue
+        body, after = _fence_body(text, fence)
+        if body is not None:
+            calls = _decode_calls(body)[0]
+            if _known(calls, names):
+                return fence, calls
+        pos = after
+
+
+def _known(calls: list[ToolCall], names: set[str] | None) -> bool:
+    if not calls or any(c.error for c in calls):
+        return False
+    return names is None or all(c.name in names for c in calls)
+
+
+def parse_tool_calls(text: str, names: set[str] | None = None,
+                     markers: list[tuple[str, str]] | None = None) -> tuple[str, list[ToolCall]]:
+    """(the text before the calls, the calls) in model output; no calls -> (text, []).
+
+    Marked calls are taken whatever they contain (a malformed one becomes a call with
+    ``error`` set, so the model can be told); untagged JSON must name a tool in ``names``
+    (any name when ``names`` is None) and parse.
+    """
+    first, calls = _marked(text, list(markers or DEFAULT_MARKERS))
+    if first < 0:
+        first, calls = _untagged(text, names)
+    if first < 0:
+        return text, []
+    return text[:first].rstrip(), calls
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``marker``."""
+    for k in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:k]):
+            return k
+    return 0
+
+
+def visible_end(text: str, markers: list[tuple[str, str]] | None = None) -> int:
+    """How much of a partial answer can be shown: everything before anything that may
+    still turn out to be a tool call (a marker, a fenced or line-start JSON value, or a
+    partial marker or fence at the end)."""
+    end = len(text)
+    for open_, _close in markers or DEFAULT_MARKERS:
+        pos = text.find(open_)
+        end = min(end, pos if pos >= 0 else len(text) - _partial_suffix(text, open_))
+    released: list[tuple[int, int]] = []  # fenced blocks that are plainly not calls (code)
+    pos = 0
+    while pos < end:
+        fence = text.find(FENCE, pos)
+        if fence < 0 or fence >= end:
+            break
+        nl = text.find("\n", fence + 3)
+        body = text[nl + 1:].lstrip() if nl >= 0 else ""
+        lang = text[fence + 3:nl].strip().lower() if nl >= 0 else ""
+        if nl < 0 or (lang in _FENCE_LANGS and (not body or body[0] in "{[")):
+            end = fence  # may be a fenced call: hold back until it is decided
+            break
+        close = text.find(FENCE, nl + 1)
+        pos = close + 3 if close >= 0 else len(text)
+        released.append((fence, pos))
+    for m in _LINE_JSON.finditer(text, 0, end):
+        if not any(a <= m.start() < b for a, b in released):
+            end = m.start()
+            break
+    return end - _partial_suffix(text[:end], FENCE)

@@ -1,0 +1,70 @@
+"""The tool-call parser on each shape models write, and what a stream may show meanwhile."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.toolcalls import parse_tool_calls, syntax_markers, visible_end
+
+NAMES = {"get_weather", "calculator"}
+CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+
+
+@pytest.mark.parametrize("text, content", [
+    (f"<tool_call>\n{CALL}\n</tool_call>", ""),                      # Hermes / Qwen tags
+    (f"Let me check.\n<tool_call>{CALL}</tool_call>", "Let me check."),
+    (f"<tool_call>\n```json\n{CALL}\n```\n</tool_call>", ""),          # fenced inside the tags
+    (CALL, ""),                                                        # bare JSON
+    (f"  {CALL}\n", ""),
+    (f"```json\n{CALL}\n```", ""),                                     # fenced JSON (qwen2.5-coder's habit)
+    (f"Sure! Here is the call:\n```\n{CALL}\n```\nDone.", "Sure! Here is the call:"),
+    ('{"name": "get_weather", "parameters": {"city": "Paris"}}', ""),  # Llama 3
+    ('{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}', ""),
+    (f"[{CALL}]", ""),                                                 # a list of calls
+])
+def test_each_shape_parses(text, content):
+    got_content, calls = parse_tool_calls(text, NAMES)
+    assert got_content == content
+    assert [(c.name, c.arguments, c.error) for c in calls] == [("get_weather", {"city": "Paris"}, "")]
+
+
+def test_several_calls_and_malformed_tagged_calls():
+    text = (f"<tool_call>{CALL}</tool_call>\n<tool_call>"
+            '{"name": "calculator", "arguments": {"expression": "2+2"}}</tool_call><tool_call>{oops</tool_call>')
+    _content, calls = parse_tool_calls(text, NAMES)
+    assert [c.name for c in calls] == ["get_weather", "calculator", ""]
+    assert calls[2].error.startswith("the tool call is not valid JSON")
+
+
+@pytest.mark.parametrize("text", [
+    "The answer is 42.",
+    '```json\n{"name": "Alice", "age": 30}\n```',                # JSON, but no tool's name
+    '{"name": "unknown_tool", "arguments": {}}',                  # untagged call to a tool not offered
+    "```python\nprint({'name': 'get_weather'})\n```",
+    "{not json at all",
+])
+def test_answers_that_are_not_calls_stay_answers(text):
+    assert parse_tool_calls(text, NAMES) == (text, [])
+
+
+def test_streaming_holds_back_what_may_become_a_call():
+    # A partial marker, a fence whose language line is not finished, bare JSON: held back.
+    assert visible_end("Hello <tool") == len("Hello ")
+    assert visible_end("Hello <tool_call>{") == len("Hello ")
+    assert visible_end("Hi\n``") == len("Hi\n")
+    assert visible_end("Hi\n```js") == len("Hi\n")
+    assert visible_end("Hi\n```json\n{\"na") == len("Hi\n")
+    assert visible_end('{"name": "get_we') == 0
+    # Plain prose and code that plainly is not a call flow through.
+    assert visible_end("Hello there") == len("Hello there")
+    code = "Here:\n```python\ndef f():\n    return {1: 2}\n```\nThat is all"
+    assert visible_end(code) == len(code)
+    assert visible_end("x = {\n  1\n}") == len("x = {\n  1\n}")
+
+
+def test_format_plugins_declare_their_markers():
+    markers = syntax_markers()
+    assert ("<tool_call>", "</tool_call>") in markers and ("[TOOL_CALLS]", "") in markers
+    content, calls = parse_tool_calls(f"[TOOL_CALLS] [{CALL}]", NAMES, markers)
+    assert content == "" and calls[0].arguments == {"city": "Paris"}
+    assert visible_end("Ok [TOOL_CA", markers) == len("Ok ")
