@@ -172,6 +172,7 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
         if out.returncode == 0:
             cold.append(float(out.stdout.strip().splitlines()[-1]))
     st = core_status()
+    peak_mb = peak_rss_mb()  # before the bandwidth probe's own array
     bandwidth = memory_bandwidth_gbs()
     per_token = bytes_per_token(model, n_prompt + n_gen // 2)
     memory_floor_tps = bandwidth * 1e9 / per_token
@@ -188,7 +189,7 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
                                       if floor_att else None),
         "turn2_first_token_s": round(first_token["cached"], 4), "full_reprefill_s": round(first_token["full"], 4),
         "prompt_cache_ratio": round(first_token["cached"] / first_token["full"], 4),
-        "peak_rss_mb": round(peak_rss_mb(), 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),
+        "peak_rss_mb": round(peak_mb, 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),
         "bandwidth_gbs": round(bandwidth, 2), "bytes_per_token_mb": round(per_token / 1e6, 2),
         "memory_floor_tps": round(memory_floor_tps, 2),
         "decode_vs_memory_floor": round(statistics.median(decode) / memory_floor_tps, 3),
