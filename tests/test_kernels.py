@@ -186,3 +186,45 @@ def test_numpy_fallback_runs_a_model_and_says_so_once(tmp_path):
     assert kind_fb == "numpy" and kind_fast == ("numba" if kernels.HAVE_NUMBA else "numpy")
     assert err_fb.count("numba cannot be imported (no wheel for this Python)") == 1
     np.testing.assert_allclose(fallback, fast, atol=1e-4, rtol=0)
+
+
+def test_f16_product_takes_large_activations(path):
+    """Activations of 1e5 (seen entering feed-forward projections) stay finite in the F16 kernel."""
+    rng = np.random.default_rng(0)
+    half = rng.standard_normal((1, 64, 64)).astype(np.float16)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    x[0, 3] = 1e5
+    y = np.empty((2, 64), dtype=np.float32)
+    kernels.hmatmul(x, half.view(np.uint16), y)
+    ref = x.astype(np.float64) @ half[0].astype(np.float64)
+    assert np.all(np.isfinite(y)) and np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_two_threads_share_the_kernels():
+    """Two models generating at once (one worker thread each) enter the kernels concurrently."""
+    import threading
+
+    nibs = np.random.default_rng(1).integers(0, 256, size=(16, 8, 16, 64), dtype=np.uint8)
+    sc = np.ones((16, 8, 64), dtype=np.float32)
+    x = np.ones((1, 256), dtype=np.float32)
+    want = np.empty((1, 1024), dtype=np.float32)
+    kernels.q4matmul(x, nibs, 8.0, sc, kernels_no_mins(), want)
+    errors = []
+
+    def work():
+        y = np.empty_like(want)
+        for _ in range(50):
+            kernels.q4matmul(x, nibs, 8.0, sc, kernels_no_mins(), y)
+            if not np.array_equal(y, want):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def kernels_no_mins():
+    return np.zeros((0, 0, 0), dtype=np.float32)

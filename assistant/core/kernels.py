@@ -64,9 +64,18 @@ def _jit(parallel: bool) -> Callable[[_FT], _FT]:
     def wrap(fn: _FT) -> _FT:
         if _numba is None:
             return fn
-        out: _FT = _numba.njit(parallel=parallel, fastmath=True, cache=True, nogil=True)(fn)
+        try:
+            out: _FT = _numba.njit(parallel=parallel, fastmath=True, cache=True, nogil=True)(fn)
+        except RuntimeError:  # no writable cache directory: compile in every process instead
+            out = _numba.njit(parallel=parallel, fastmath=True, cache=False, nogil=True)(fn)
         return out
     return wrap
+
+
+# Parallel kernels are entered by one thread at a time: numba's workqueue layer (where no
+# OpenMP or TBB is installed) aborts the process on concurrent entry, and two models'
+# products would compete for the same cores anyway.
+_parallel = threading.Lock()
 
 
 def _prange(n: int) -> range:
@@ -248,10 +257,11 @@ def qmatmul(x: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
     x3 = x.reshape(t, nb, g)
     if HAVE_NUMBA:
         _apply_threads()
-        if t == 1:
-            _qmatmul_nb(x3, codes, scales, mins, y)
-        else:
-            _qmatmul_rows_nb(x3, codes, scales, mins, y)
+        with _parallel:
+            if t == 1:
+                _qmatmul_nb(x3, codes, scales, mins, y)
+            else:
+                _qmatmul_rows_nb(x3, codes, scales, mins, y)
     else:
         _qmatmul_np(x3, codes, scales, mins, y)
 
@@ -264,13 +274,19 @@ def q4matmul(x: F32, nibs: U8, offset: float, scales: F32, mins: F32, y: F32) ->
     x3 = x.reshape(t, nb, 2 * hg)
     if HAVE_NUMBA:
         _apply_threads()
-        if t == 1:
-            _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
-        else:
-            _q4matmul_rows_nb(x3, nibs, np.float32(offset), scales, mins, y)
+        with _parallel:
+            if t == 1:
+                _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
+            else:
+                _q4matmul_rows_nb(x3, nibs, np.float32(offset), scales, mins, y)
         return
-    codes = unpack_nibbles(nibs, offset)
-    _qmatmul_np(x3, codes, scales, mins, y)
+    n_chunks = nibs.shape[0]
+    band = max(1, _NP_BAND_ELEMS // (nb * 2 * hg * W))
+    buf = np.empty((nb * 2 * hg, band * W), dtype=np.float32)
+    for c0 in range(0, n_chunks, band):
+        n = min(band, n_chunks - c0)
+        q4dequant(nibs, offset, scales, mins, c0, buf[:, :n * W])
+        y[:, c0 * W:(c0 + n) * W] = x @ buf[:, :n * W]
 
 
 def pack_nibbles(codes: I8, offset: int) -> U8:
@@ -366,16 +382,19 @@ def _hmatmul_nb(x: F32, half: U16, y: F32) -> None:
     for c in prange(n_chunks):
         bits = np.empty(W, np.uint32)
         wf = bits.view(np.float32)
+        w = np.empty(W, np.float32)
         acc = np.empty((t_rows, W), np.float32)
         acc[:] = 0.0
         for i in range(n_in):
             for o in range(W):
                 h = np.uint32(half[c, i, o])
                 bits[o] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
+            for o in range(W):
+                w[o] = wf[o] * _F16_SCALE  # on the weight: an input times 2**112 would overflow
             for t in range(t_rows):
-                xi = x[t, i] * _F16_SCALE
+                xi = x[t, i]
                 for o in range(W):
-                    acc[t, o] += xi * wf[o]
+                    acc[t, o] += xi * w[o]
         for t in range(t_rows):
             for o in range(W):
                 y[t, c * W + o] = acc[t, o]
@@ -385,7 +404,8 @@ def hmatmul(x: F32, half: U16, y: F32) -> None:
     """``y = x @ W`` for float16 weights in tiles ``(C, n_in, W)`` (stored as uint16)."""
     if HAVE_NUMBA:
         _apply_threads()
-        _hmatmul_nb(x, half, y)
+        with _parallel:
+            _hmatmul_nb(x, half, y)
         return
     for c in range(half.shape[0]):
         y[:, c * W:(c + 1) * W] = x @ half[c].view(np.float16).astype(np.float32)
@@ -410,7 +430,7 @@ def _attend_one_nb(q: F32, k: F32, v: F32, n: int, k0: int, scale: np.float32, s
     for h in prange(n_heads):
         kv = h // group
         s = np.empty(n - k0, np.float32)
-        m = np.float32(-np.inf)
+        m = np.float32(-3.0e38)  # finite: fastmath assumes no infinities
         for p in range(k0, n):
             d = np.float32(0.0)
             for e in range(hd):
@@ -446,7 +466,8 @@ def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: f
     out = np.empty_like(q)
     if HAVE_NUMBA:
         _apply_threads()
-        _attend_one_nb(q, k, v, n, k0, np.float32(scale), np.float32(softcap), out)
+        with _parallel:
+            _attend_one_nb(q, k, v, n, k0, np.float32(scale), np.float32(softcap), out)
         return out
     group = q.shape[0] // k.shape[0]
     keys = np.repeat(k[:, k0:n], group, axis=0)  # (H, S, hd)
@@ -481,7 +502,8 @@ def stream_sum(a: I8) -> int:
     words = a.view(np.int64)
     if HAVE_NUMBA:
         _apply_threads()
-        return int(_stream_sum_nb(words.reshape(64, -1)))
+        with _parallel:
+            return int(_stream_sum_nb(words.reshape(64, -1)))
     return int(words.sum())
 
 
