@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Final
+
 from ..gguf import GGUFFile
 from ..transformer import Transformer
 
-_SUPPORTED = ("gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3", "smollm3")
+# general.architecture -> (module, class); each module is imported on first use.
+_CLASSES: Final = {
+    "gemma2": ("gemma2", "Gemma2"), "gemma3": ("gemma3", "Gemma3"), "llama": ("llama", "Llama"),
+    "phi3": ("phi3", "Phi3"), "qwen2": ("qwen2", "Qwen2"), "qwen3": ("qwen3", "Qwen3"),
+    "smollm3": ("smollm3", "SmolLM3"),
+}
+_SUPPORTED = tuple(sorted(_CLASSES))
 
 
 def supported_architectures() -> list[str]:
@@ -14,37 +23,14 @@ def supported_architectures() -> list[str]:
 
 def _construct(f: GGUFFile, memory: str) -> Transformer:
     arch = f.architecture
-    if arch == "llama":
-        from .llama import Llama
-
-        return Llama(f, memory)
-    if arch == "qwen2":
-        from .qwen2 import Qwen2
-
-        return Qwen2(f, memory)
-    if arch == "qwen3":
-        from .qwen3 import Qwen3
-
-        return Qwen3(f, memory)
-    if arch == "smollm3":
-        from .smollm3 import SmolLM3
-
-        return SmolLM3(f, memory)
-    if arch == "phi3":
-        from .phi3 import Phi3
-
-        return Phi3(f, memory)
-    if arch == "gemma2":
-        from .gemma2 import Gemma2
-
-        return Gemma2(f, memory)
-    if arch == "gemma3":
-        from .gemma3 import Gemma3
-
-        return Gemma3(f, memory)
-    raise ValueError(
-        f"architecture {arch!r} is not supported; supported: {', '.join(supported_architectures())}"
-    )
+    if arch not in _CLASSES:
+        raise ValueError(
+            f"architecture {arch!r} is not supported; supported: {', '.join(supported_architectures())}"
+        )
+    module, name = _CLASSES[arch]
+    cls = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    model: Transformer = cls(f, memory)
+    return model
 
 
 def build_model(f: GGUFFile, memory: str = "speed") -> Transformer:
