@@ -226,7 +226,7 @@ def chat_job(state: AppState, conv_id: str, entry: ModelEntry, settings: ChatSet
                     yield ev
                 elif ev["type"] == "done":
                     st = ev.get("stats", {})
-                    status = "partial" if ev["finish_reason"] == "cancelled" else "complete"
+                    status = "stopped" if ev["finish_reason"] == "cancelled" else "complete"
                     text = ev.get("content", text) if status == "complete" else text
                     store.update_message(mid, content=text, status=status,
                                          tool_calls=tool_events or None,

@@ -89,7 +89,8 @@ FTS_MIGRATION = """
 """
 
 MAX_TITLE_CHARS = 200
-STATUSES = ("complete", "partial", "error")
+# partial: cut off (a crash or restart); stopped: the user stopped it.
+STATUSES = ("complete", "partial", "stopped", "error")
 
 
 class StoreError(ValueError):
@@ -372,7 +373,7 @@ class Store:
             lines += [f"*System:* {conv['system_prompt']}", ""]
         for m in self.messages(cid):
             who = {"user": "User", "assistant": "Assistant", "tool": "Tool", "system": "System"}.get(m["role"], m["role"])
-            suffix = " *(interrupted)*" if m["status"] == "partial" else ""
+            suffix = {"partial": " *(interrupted)*", "stopped": " *(stopped)*"}.get(m["status"], "")
             lines += [f"**{who}:**{suffix}", "", m["content"], ""]
         return "\n".join(lines)
 

@@ -126,3 +126,16 @@ def test_old_database_becomes_one_branch(tmp_path):
     s = Store(path)
     assert [m["content"] for m in s.messages("c")] == ["m0", "m1", "m2"]
     assert [m["parent_id"] for m in s.messages("c")] == [None, 1, 2]
+
+
+def test_stopped_and_interrupted_answers_stay_apart(store):
+    """A stop the user asked for is not a crash: after a reload the page must tell them apart."""
+    c = store.create_conversation(title="t")
+    store.add_message(c["id"], "user", "hi")
+    stopped = store.add_message(c["id"], "assistant", "Once upon", status="partial")
+    store.update_message(stopped, status="stopped")
+    assert store.messages(c["id"])[-1]["status"] == "stopped"
+    md = store.export_markdown(c["id"])
+    assert "(stopped)" in md and "(interrupted)" not in md
+    again = store.import_json(store.export_json(c["id"]))
+    assert store.messages(again["id"])[-1]["status"] == "stopped"

@@ -267,6 +267,7 @@ function addMessage(role, text, opts = {}) {
   wrap.item = item;
   if (role === "assistant") { item.view = Markdown.view(body); item.view.update(text); } else body.textContent = text;
   if (opts.status === "partial") wrap.appendChild(el("div", "note interrupted", "(interrupted)"));
+  if (opts.status === "stopped") wrap.appendChild(el("div", "note", "(stopped)"));
   $("messages").appendChild(wrap);
   setActions(wrap, opts);
   return item;
