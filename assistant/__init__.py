@@ -46,20 +46,14 @@ if TYPE_CHECKING:
 
 def load_model(path_or_name: str, memory: str = "auto", n_ctx: int = 0, config: str | None = None) -> "Model":
     """Load a model by models.toml name or .gguf path (weights are prepared lazily)."""
-    from .chat import choose_memory_mode
     from .config import load_registry, resolve_model_path
-    from .core.engine import Model
-    from .core.gguf import open_gguf
+    from .loading import load_local_model
 
     reg = load_registry(config)
     path, entry = resolve_model_path(path_or_name, reg)
     if entry is not None and entry.backend != "local":
         raise ValueError(f"model {entry.name!r} is served remotely ({entry.base_url}); load_model needs a .gguf file")
-    n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
-    mode = choose_memory_mode(memory if memory != "auto" else (entry.memory if entry else "auto"), n_params)
-    ctx = n_ctx or (entry.context_length if entry else 0)
-    return Model(str(path), memory=mode, n_ctx=ctx, tokenizer_model=entry.tokenizer_model if entry else "",
-                 name=entry.name if entry else str(path))
+    return load_local_model(path, entry, memory=memory, n_ctx=n_ctx)
 
 
 def __getattr__(name: str) -> Any:

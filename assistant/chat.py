@@ -26,7 +26,9 @@ from .core.json_constraint import ConstraintFactory, JsonSchemaError, check_sche
 from .core.sampling import SamplingSettings, TokenConstraint, log_softmax
 from .core.transformer import ContextFullError
 from .core.tokenizer import Tokenizer
+from .errors import ChatError
 from .formats import PromptFormat, TemplateError, auto_format, fold_system, without_old_thinking
+from .loading import load_local_model
 from .plugin_manager import get_plugins
 from .toolcalls import parse_tool_calls, syntax_markers, visible_end
 from .tools import Tool, registered_tools, run_tool
@@ -39,10 +41,6 @@ MAX_TOOL_ROUNDS = 4
 # The named format for a file without a chat template, by general.architecture.
 FALLBACK_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "phi3": "phi-3", "qwen3": "qwen3"}
 MAX_CACHED_SCHEMAS = 16
-
-
-class ChatError(RuntimeError):
-    """A request cannot be served (model missing, prompt too long, ...); the message says why."""
 
 
 @dataclass
@@ -117,26 +115,6 @@ def prompt_tokens(tok: Tokenizer, text: str) -> list[int]:
     return ids
 
 
-def choose_memory_mode(entry_memory: str, n_params: int) -> str:
-    """``auto`` -> lean (weights stay quantized) where the numba kernels run; on the numpy
-    fallback, speed when float32 weights fit comfortably in free memory, else lean."""
-    if entry_memory in ("speed", "lean"):
-        return entry_memory
-    from .core.kernels import HAVE_NUMBA
-
-    if HAVE_NUMBA:
-        return "lean"
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if ":" in line}
-        avail = info.get("MemAvailable", 0)
-    except OSError:
-        avail = 0
-    if avail == 0:
-        return "speed"
-    return "speed" if n_params * 4 < avail * 0.5 else "lean"
-
-
 class LocalBackend:
     """Chat over a model loaded in this process."""
 
@@ -156,17 +134,7 @@ class LocalBackend:
             path = local_model_file(entry)
         except FileNotFoundError as err:
             raise ChatError(str(err)) from None
-        from .core.gguf import open_gguf
-
-        n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
-        memory = choose_memory_mode(entry.memory, n_params)
-        if entry.threads > 0:
-            from .core.kernels import set_threads
-
-            set_threads(entry.threads)
-        model = Model(str(path), memory=memory, n_ctx=entry.context_length,
-                      tokenizer_model=entry.tokenizer_model, name=entry.name)
-        return cls(entry, model)
+        return cls(entry, load_local_model(path, entry))
 
     def _pick_format(self) -> PromptFormat:
         fmt_name = self.entry.prompt_format

@@ -33,7 +33,7 @@ def _project_errors() -> tuple[type[BaseException], ...]:
     """The project's own errors. Each says what is wrong in a sentence (GGUFError, ConfigError,
     TokenizerError, TemplateError and SamplingError are ValueErrors; registry lookups raise
     KeyError; missing files OSError)."""
-    from .chat import ChatError
+    from .errors import ChatError
     from .pull import PullError
     from .quantize import QuantizeError
 
@@ -90,15 +90,9 @@ def _local_file(ctx: click.Context, entry: ModelEntry) -> Path:
 
 def _load(ctx: click.Context, entry: ModelEntry, memory: str | None = None) -> Any:
     """The local engine for ``entry`` (see _local_file)."""
-    from .chat import choose_memory_mode
-    from .core.engine import Model
-    from .core.gguf import open_gguf
+    from .loading import load_local_model
 
-    path = _local_file(ctx, entry)
-    n_params = sum(t.n_elements for t in open_gguf(str(path)).tensors.values())
-    mem = choose_memory_mode(memory or entry.memory, n_params)
-    return Model(str(path), memory=mem, n_ctx=entry.context_length, tokenizer_model=entry.tokenizer_model,
-                 name=entry.name)
+    return load_local_model(_local_file(ctx, entry), entry, memory=memory or "auto")
 
 
 def _remote_backend(ctx: click.Context, entry: ModelEntry) -> Any:
@@ -293,7 +287,8 @@ def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: in
          temperature: float | None, top_k: int | None, top_p: float | None, min_p: float | None,
          seed: int | None, repeat_penalty: float | None) -> None:
     """Chat in the terminal: /reset, /system TEXT, /quit; Ctrl-C stops an answer."""
-    from .chat import ChatError, ChatRunner, ChatSettings, backend_loader
+    from .errors import ChatError
+    from .chat import ChatRunner, ChatSettings, backend_loader
     from .tools import parse_slash_command, registered_tools, run_tool
 
     entry = _entry(ctx, model)

@@ -22,7 +22,7 @@ def model_summary(path: str, entry: ModelEntry | None = None) -> dict[str, Any]:
         quant_count[t.type_name] += 1
         n_params += t.n_elements
     tokens = f.get_strings("tokenizer.ggml.tokens")
-    from .chat import choose_memory_mode
+    from .loading import choose_memory_mode
     from .core.kernels import status as kernel_status
 
     return {

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 from flask import Flask, Response, jsonify, request, stream_with_context
 
-from .chat import ChatError, ChatSettings, merged_sampling, parse_response_format
+from .chat import ChatSettings, merged_sampling, parse_response_format
+from .errors import ChatError
 from .core.json_constraint import JsonSchemaError, check_schema
 from .core.tokenizer import TokenizerError
 from .toolcalls import ToolCall, parse_tool_calls, syntax_markers, visible_end

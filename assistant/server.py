@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator
 from flask import Flask, Response, abort, g, jsonify, request, send_from_directory
 from flask_sock import Sock
 
-from .chat import ChatError, ChatRunner, ChatSettings, merged_sampling, parse_response_format
+from .chat import ChatRunner, ChatSettings, merged_sampling, parse_response_format
+from .errors import ChatError
 from .config import ModelEntry, Registry, load_registry
 from .core.tokenizer import TokenizerError
 from .store import Store, StoreError, open_store

@@ -18,7 +18,8 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Iterator
 
-from .chat import ChatError, backend_loader
+from .chat import backend_loader
+from .errors import ChatError
 from .config import Registry
 from .process import release_free_memory
 

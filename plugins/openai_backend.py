@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, Iterator
 
-from assistant.chat import ChatError
+from assistant.errors import ChatError
 from assistant.hookspecs import hookimpl
 
 # A remote answer may take at most this many times the entry's `timeout` in total, so a

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.chat import ChatError, ChatRunner, ChatSettings, LocalBackend
+from assistant.errors import ChatError
+from assistant.chat import ChatRunner, ChatSettings, LocalBackend
 from assistant.config import load_registry
 from assistant.tools import registered_tools
 

@@ -11,7 +11,7 @@ work on a few dozen candidates rather than the whole vocabulary.
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +19,30 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-SAMPLER_ORDER: Final = ("penalties", "top_k", "top_p", "min_p", "temperature", "draw")
+
+
+class SamplingField(NamedTuple):
+    """One sampling knob: the single list the config, the CLI, the API and the page read."""
+
+    name: str
+    kind: str  # "float" or "int"
+    default: float
+    lo: float
+    hi: float
+    help: str
+
+
+SAMPLING_FIELDS: Final = (
+    SamplingField("temperature", "float", 0.8, 0.0, 100.0, "randomness; 0 always picks the likeliest token"),
+    SamplingField("top_k", "int", 40, 0.0, 1e9, "keep the k likeliest tokens (0: all)"),
+    SamplingField("top_p", "float", 0.95, 0.0, 1.0, "keep the likeliest tokens up to this total probability"),
+    SamplingField("min_p", "float", 0.05, 0.0, 1.0, "drop tokens below this fraction of the likeliest one"),
+    SamplingField("repeat_penalty", "float", 1.0, 0.0, 100.0, "divide repeated tokens' logits by this (1: off)"),
+    SamplingField("repeat_last_n", "int", 64, -1.0, 1e9, "how many recent tokens the penalties see (-1: all)"),
+    SamplingField("frequency_penalty", "float", 0.0, -2.0, 2.0, "subtract this per earlier occurrence"),
+    SamplingField("presence_penalty", "float", 0.0, -2.0, 2.0, "subtract this once for any earlier occurrence"),
+    SamplingField("seed", "int", -1, -1.0, float(2**63), "random seed (-1: a fresh one each time)"),
+)
 
 
 class SamplingError(ValueError):
@@ -45,32 +68,18 @@ class SamplingSettings:
 
     def validate(self) -> None:
         """Raise :class:`SamplingError` naming the first bad value."""
-        checks: list[tuple[str, float, float, float]] = [
-            ("temperature", self.temperature, 0.0, 100.0),
-            ("top_k", float(self.top_k), 0.0, 1e9),
-            ("top_p", self.top_p, 0.0, 1.0),
-            ("min_p", self.min_p, 0.0, 1.0),
-            ("repeat_penalty", self.repeat_penalty, 0.0, 100.0),
-            ("repeat_last_n", float(self.repeat_last_n), -1.0, 1e9),
-            ("frequency_penalty", self.frequency_penalty, -2.0, 2.0),
-            ("presence_penalty", self.presence_penalty, -2.0, 2.0),
-            ("seed", float(self.seed), -1.0, float(2**63)),
-        ]
-        for name, value, lo, hi in checks:
-            if not (math.isfinite(value) and lo <= value <= hi):
-                raise SamplingError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+        values = self.as_dict()
+        for f in SAMPLING_FIELDS:
+            value = float(values[f.name])
+            if not (math.isfinite(value) and f.lo <= value <= f.hi):
+                raise SamplingError(f"{f.name} must be between {f.lo:g} and {f.hi:g}, got {values[f.name]!r}")
 
     def copy(self) -> "SamplingSettings":
         return SamplingSettings(self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty,
                                 self.repeat_last_n, self.frequency_penalty, self.presence_penalty, self.seed)
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-            "min_p": self.min_p, "repeat_penalty": self.repeat_penalty,
-            "repeat_last_n": self.repeat_last_n, "frequency_penalty": self.frequency_penalty,
-            "presence_penalty": self.presence_penalty, "seed": self.seed,
-        }
+        return {f.name: getattr(self, f.name) for f in SAMPLING_FIELDS}
 
 
 def apply_penalties(logits: F32, history: list[int], repeat_penalty: float, last_n: int,
