@@ -228,3 +228,48 @@ def test_two_threads_share_the_kernels():
 
 def kernels_no_mins():
     return np.zeros((0, 0, 0), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_tied_embedding_rows_come_from_the_tiles_exactly(tmp_path, name):
+    """A tied embedding's lookups read the output head's tiles (the file's pages are then not
+    held beside them) and give the file's values exactly, padding rows and all."""
+    cols, n_out = 256, 100
+    raw = random_matrix(name, n_out, cols, seed=5)
+    f = open_gguf(write_gguf(tmp_path / "m.gguf", {"token_embd.weight": (name, raw, cols)}))
+    from_file = WeightLoader(f, "lean").rows("token_embd.weight", np.array([0, 63, 64, 99, 5], np.int32))
+    loader = WeightLoader(f, "lean")
+    head = loader.output_head("token_embd.weight")
+    assert isinstance(head, QuantLinear)
+    ids = np.array([0, 63, 64, 99, 5], np.int32)
+    got = loader.rows("token_embd.weight", ids)
+    assert got.dtype == np.float32 and got.shape == (5, cols)
+    np.testing.assert_array_equal(got, from_file)
+    np.testing.assert_array_equal(got, dense(name, raw, cols)[ids].astype(np.float32))
+    with pytest.raises(IndexError):
+        loader.rows("token_embd.weight", np.array([100], np.int32))
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba is not importable here")
+def test_no_kernel_compiles_after_load(tmp_path):
+    """Loading a lean model loads every kernel it will call (so numba's compiler pages can be
+    released): generating afterwards adds no compiled signature, on plain and lookup decoding."""
+    from gguf import GGMLQuantizationType as QT
+    from ggufmaker import make_model
+
+    from assistant.core.engine import GenerationSettings, Model
+    from assistant.core.sampling import SamplingSettings
+
+    def signatures() -> int:
+        return sum(len(v.signatures) for v in vars(kernels).values() if hasattr(v, "signatures"))
+
+    for qtype in (QT.Q4_1, QT.Q8_0, QT.Q5_0, QT.F16):
+        m = Model(str(make_model(tmp_path / f"{qtype.name}.gguf", arch="llama", qtype=qtype, seed=2)),
+                  memory="lean", n_ctx=64)
+        before = signatures()
+        for lookup in (False, True):
+            settings = GenerationSettings(max_tokens=12, ignore_eos=True, lookup_decoding=lookup,
+                                          sampling=SamplingSettings(temperature=0))
+            list(m.generate([5, 6, 7, 5, 6, 7, 5, 6], settings))
+        assert signatures() == before, qtype.name
+    assert kernels.release_compiler_pages() >= 0

@@ -507,12 +507,19 @@ class GGUFFile:
             self._drop(0, span[0])
             self._drop(span[1], len(self._map))
 
-    def release_tensor(self, name: str) -> None:
-        """:meth:`release_pages` for one tensor's bytes, once it has been prepared: preparing
-        a model then never holds the whole file and all prepared weights at once."""
+    def release_tensor(self, name: str, start: int = 0, stop: int = -1) -> None:
+        """:meth:`release_pages` for one tensor's bytes (or bytes ``start .. stop`` of it), once
+        they have been prepared: preparing a model then never holds the whole file and all
+        prepared weights at once."""
         span = self._page_span(name)
-        if span is not None:
+        if span is None:
+            return
+        if start == 0 and stop < 0:
             self._drop(*span)
+            return
+        base = self.tensors[name].offset
+        page = mmap.PAGESIZE
+        self._drop(max(span[0], (base + start) // page * page), min(span[1], -(-(base + stop) // page) * page))
 
     def touch_tensor(self, name: str) -> None:
         """Fault in every page of one tensor's bytes now (one read per page).

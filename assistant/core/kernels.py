@@ -549,6 +549,33 @@ def status() -> dict[str, object]:
             "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "")}
 
 
+# madvise(2) advice: reclaim these pages now (Linux 5.4+); contents are kept (reread or swapped in).
+_MADV_PAGEOUT: Final = 21
+
+
+def release_compiler_pages() -> int:
+    """Ask the OS to reclaim the pages of numba's compiler (LLVM, tens of MB) now that the
+    kernels are loaded: running them does not need it, and a later compile faults the pages
+    back in from disk. Returns the bytes advised (0 where unsupported)."""
+    if _numba is None or not os.path.exists("/proc/self/maps"):
+        return 0
+    import ctypes
+
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        with open("/proc/self/maps") as f:
+            spans = [line.split()[0] for line in f if line.rstrip().endswith("libllvmlite.so")]
+    except (OSError, AttributeError):
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    total = 0
+    for span in spans:
+        lo, hi = (int(v, 16) for v in span.split("-"))
+        if madvise(lo, hi - lo, _MADV_PAGEOUT) == 0:
+            total += hi - lo
+    return total
+
+
 def warm() -> None:
     """Compile (or load from the disk cache) every kernel for the types the engine uses."""
     x = np.ones((1, 32), dtype=np.float32)

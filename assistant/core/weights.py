@@ -134,6 +134,27 @@ class QuantLinear(Linear):
         self.offset = float(offset)
         self.codes = None
 
+    def rows(self, ids: npt.NDArray[np.int32]) -> F32:
+        """Output rows ``ids`` of the weight as float32 ``(T, n_in)``: an embedding lookup
+        served by the tiles (``code * scale + min``, the same values as the file's blocks)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.n_out):
+            raise IndexError(f"token id out of range 0..{self.n_out - 1}")
+        c, lane = ids // kernels.W, ids % kernels.W
+        if self.half is not None:
+            return self.half[c, :, lane].view(np.float16).astype(np.float32)
+        if self.nibs is not None:
+            nib = self.nibs[c, :, :, lane]  # (T, nb, g/2)
+            q = np.concatenate([nib & np.uint8(15), nib >> np.uint8(4)], axis=2).astype(np.float32)
+            q -= np.float32(self.offset)
+        else:
+            assert self.codes is not None
+            q = self.codes[c, :, :, lane].astype(np.float32)  # (T, nb, g)
+        out = q * self.scales[c, :, lane][:, :, None]
+        if self.mins.shape[0] > 0:
+            out += self.mins[c, :, lane][:, :, None]
+        return out.reshape(len(ids), self.n_in)
+
     @property
     def nbytes(self) -> int:
         n = int(self.scales.nbytes) + int(self.mins.nbytes)
@@ -156,6 +177,12 @@ class WeightLoader:
             raise ValueError(f"memory mode {memory!r} is not one of {MEMORY_MODES}")
         self.f = f
         self.memory = memory
+        # Matrices kept as tiles, by tensor name: a tied embedding's lookups read them instead
+        # of the file, so its pages are not held twice.
+        self._tiles: dict[str, QuantLinear] = {}
+        if memory == "lean" and kernels.HAVE_NUMBA:
+            kernels.warm()  # every kernel loaded now, so numba's compiler can leave memory
+            kernels.release_compiler_pages()
 
     def has(self, name: str) -> bool:
         return name in self.f.tensors
@@ -173,6 +200,9 @@ class WeightLoader:
 
     def rows(self, name: str, ids: npt.NDArray[np.int32]) -> F32:
         """Selected rows of a matrix (embedding lookup) without dequantizing the rest."""
+        tiles = self._tiles.get(name)
+        if tiles is not None:
+            return tiles.rows(ids)
         info = self.f.tensor_info(name)
         n_rows = info.shape[0]
         row_len = info.dims[0]
@@ -272,6 +302,8 @@ class WeightLoader:
             for r0 in range(0, rows, band):
                 r1 = min(rows, r0 + band)
                 split = split_codes(info.type_id, by_row[r0:r1].reshape(-1), r1 - r0, n_in)
+                if p is None:  # done with these file pages: a big matrix never sits twice in memory
+                    self.f.release_tensor(info.name, r0 * row_bytes, r1 * row_bytes)
                 assert split is not None  # code_group() said the type has codes
                 cd, d, m = split
                 if gi != g:
@@ -295,6 +327,7 @@ class WeightLoader:
             quant = self._quant([name], [None], None)
             if quant is not None:
                 self._release([name])
+                self._tiles[name] = quant
                 return quant
         head = Linear(self.tensor(name).T, None)
         self._release([name])
