@@ -74,6 +74,8 @@ def test_product_matches_float64(tmp_path, path, name, n_out, t_rows):
     lin = WeightLoader(f, "lean").linear(["w"])
     assert isinstance(lin, QuantLinear)
     assert (lin.nibs is not None) == (name in ("Q4_0", "Q4_1", "Q4_K", "Q2_K", "Q3_K"))  # packed 4-bit
+    if name != "F16":  # the legacy formats' scales are float16 in the file: kept as such
+        assert lin.scales.dtype == (np.uint16 if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0") else np.float32)
     x = np.random.default_rng(1).standard_normal((t_rows, cols)).astype(np.float32)
     y = lin(x)
     ref = x.astype(np.float64) @ dense(name, raw, cols).T

@@ -31,6 +31,7 @@ F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
 U8 = npt.NDArray[np.uint8]
 U16 = npt.NDArray[np.uint16]
+SC = npt.NDArray[Any]  # block scales: float32, or float16 bits as uint16
 
 W: Final = 64  # output rows per tile chunk
 _FT = TypeVar("_FT", bound=Callable[..., Any])
@@ -57,6 +58,38 @@ def _load_numba() -> Any:
 
 _numba: Any = _load_numba()
 HAVE_NUMBA: Final = _numba is not None
+
+
+def _scale_f32(v: Any) -> np.float32:
+    """A block scale as float32: scales are float32, or float16 bits (uint16) where every
+    scale of a matrix is exactly a float16 (half the bytes to stream)."""
+    if isinstance(v, np.uint16):
+        return np.float32(np.array(v, dtype=np.uint16).view(np.float16))
+    return np.float32(v)
+
+
+def _scale_intrinsic() -> Any:
+    # numba has no float16 type; LLVM's half converts in one instruction (vcvtph2ps with F16C).
+    from llvmlite import ir  # type: ignore[import-untyped]
+    from numba.core import types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def as_f32(typingctx: Any, v: Any) -> Any:
+        if v == types.uint16:
+            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        elif v == types.float32:
+            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+                return args[0]
+        else:
+            return None
+        return types.float32(v), codegen
+    return as_f32
+
+
+if _numba is not None:
+    _scale_f32 = _scale_intrinsic()  # noqa: F811
 
 
 def _jit(parallel: bool) -> Callable[[_FT], _FT]:
@@ -88,20 +121,20 @@ prange: Callable[[int], range] = _numba.prange if _numba is not None else _prang
 # ----------------------------------------------------------------------------- products
 
 @_jit(parallel=False)
-def _add_group(dst: F32, t: int, k: int, acc: F32, shift: np.float32, xs: np.float32, scales: F32,
-               mins: F32, c: int, b: int) -> None:
+def _add_group(dst: F32, t: int, k: int, acc: F32, shift: np.float32, xs: np.float32, scales: SC,
+               mins: SC, c: int, b: int) -> None:
     # dst[t, k] += (acc - shift) * scale (+ sum(x) * min) for group b of chunk c; dst (T, K, W)
     # (indices are loop variables: computed ones get wraparound checks that block SIMD)
     if mins.shape[0] > 0:
         for o in range(W):
-            dst[t, k, o] += (acc[o] - shift) * scales[c, b, o] + xs * mins[c, b, o]
+            dst[t, k, o] += (acc[o] - shift) * _scale_f32(scales[c, b, o]) + xs * _scale_f32(mins[c, b, o])
     else:
         for o in range(W):
-            dst[t, k, o] += (acc[o] - shift) * scales[c, b, o]
+            dst[t, k, o] += (acc[o] - shift) * _scale_f32(scales[c, b, o])
 
 
 @_jit(parallel=True)
-def _qmatmul_nb(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
+def _qmatmul_nb(x3: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
     # One row, codes converted on the fly with the accumulators in registers; the group
     # tail is written out here (a shared helper measured 0.91x decode).
     # x3 (T, nb, g); codes (C, nb, g, W); scales/mins (C, nb, W); y (T, C*W)
@@ -126,16 +159,16 @@ def _qmatmul_nb(x3: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
                     for j in range(g):
                         xs += x3[t, b, j]
                     for o in range(W):
-                        out[o] += acc[o] * scales[c, b, o] + xs * mins[c, b, o]
+                        out[o] += acc[o] * _scale_f32(scales[c, b, o]) + xs * _scale_f32(mins[c, b, o])
                 else:
                     for o in range(W):
-                        out[o] += acc[o] * scales[c, b, o]
+                        out[o] += acc[o] * _scale_f32(scales[c, b, o])
             for o in range(W):
                 y[t, c * W + o] = out[o]
 
 
 @_jit(parallel=True)
-def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, y: F32) -> None:
+def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: SC, mins: SC, y: F32) -> None:
     # x3 (T, nb, g); nibs (C, nb, g/2, W): input j in the low nibble, j + g/2 in the high;
     # weight = (nibble - offset) * scale + min, the offset folded in per group via sum(x)
     t_rows = x3.shape[0]
@@ -165,16 +198,16 @@ def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, 
                 shift = offset * xs
                 if has_mins:
                     for o in range(W):
-                        out[o] += (acc[o] - shift) * scales[c, b, o] + xs * mins[c, b, o]
+                        out[o] += (acc[o] - shift) * _scale_f32(scales[c, b, o]) + xs * _scale_f32(mins[c, b, o])
                 else:
                     for o in range(W):
-                        out[o] += (acc[o] - shift) * scales[c, b, o]
+                        out[o] += (acc[o] - shift) * _scale_f32(scales[c, b, o])
             for o in range(W):
                 y[t, c * W + o] = out[o]
 
 
 @_jit(parallel=True)
-def _qmatmul_rows_nb(x3: F32, codes: I8, scales: F32, mins: F32, y3: F32) -> None:
+def _qmatmul_rows_nb(x3: F32, codes: I8, scales: SC, mins: SC, y3: F32) -> None:
     # Several rows (verifying drafted tokens, parallel sampling): a group's codes are
     # converted once into wbuf (in L1) and every row runs over it with its accumulators
     # in registers. x3 (T, nb, g); codes (C, nb, g, W); y (T, C*W)
@@ -191,7 +224,7 @@ def _qmatmul_rows_nb(x3: F32, codes: I8, scales: F32, mins: F32, y3: F32) -> Non
 
 
 @_jit(parallel=True)
-def _q4matmul_rows_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: F32, y3: F32) -> None:
+def _q4matmul_rows_nb(x3: F32, nibs: U8, offset: np.float32, scales: SC, mins: SC, y3: F32) -> None:
     # :func:`_qmatmul_rows_nb` for 4-bit codes (layout of :func:`_q4matmul_nb`)
     n_chunks = nibs.shape[0]
     nb = nibs.shape[1]
@@ -209,7 +242,7 @@ def _q4matmul_rows_nb(x3: F32, nibs: U8, offset: np.float32, scales: F32, mins: 
 
 
 @_jit(parallel=False)
-def _rows_over(x3: F32, wbuf: F32, offset: np.float32, scales: F32, mins: F32, c: int, b: int,
+def _rows_over(x3: F32, wbuf: F32, offset: np.float32, scales: SC, mins: SC, c: int, b: int,
                y3: F32) -> None:
     # Every row through group b's converted codes wbuf (g, W), added into y3[:, c]
     # (y3 (T, C, W) holds the running sums: the callers' y starts at zero).
@@ -241,7 +274,7 @@ def _banded_np(x: F32, n_chunks: int, expand: Callable[[int, F32], None], y: F32
 _NP_BAND_ELEMS: Final = 1 << 20
 
 
-def qmatmul(x: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
+def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
     """``y = x @ W`` for tile-layout weights. x ``(T, n_in)`` float32 C-contiguous,
     y ``(T, C * W)`` float32, written in full."""
     t = x.shape[0]
@@ -260,7 +293,7 @@ def qmatmul(x: F32, codes: I8, scales: F32, mins: F32, y: F32) -> None:
         _banded_np(x, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
 
 
-def q4matmul(x: F32, nibs: U8, offset: float, scales: F32, mins: F32, y: F32) -> None:
+def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> None:
     """:func:`qmatmul` for 4-bit codes packed two per byte (see :func:`pack_nibbles`)."""
     t = x.shape[0]
     _c, nb, hg, _w = nibs.shape
@@ -295,7 +328,7 @@ def unpack_nibbles(nibs: U8, offset: float) -> I8:
 
 # One thread: BLAS's threads multiply each band right after, and two pools must not fight.
 @_jit(parallel=False)
-def _qdequant_nb(codes: I8, scales: F32, mins: F32, c0: int, out4: F32) -> None:
+def _qdequant_nb(codes: I8, scales: SC, mins: SC, c0: int, out4: F32) -> None:
     # out4 (nb, g, n, W): a view of the (nb*g, n*W) float32 output
     n = out4.shape[2]
     nb = codes.shape[1]
@@ -307,14 +340,14 @@ def _qdequant_nb(codes: I8, scales: F32, mins: F32, c0: int, out4: F32) -> None:
             for j in range(g):
                 if has_mins:
                     for o in range(W):
-                        out4[b, j, k, o] = codes[c, b, j, o] * scales[c, b, o] + mins[c, b, o]
+                        out4[b, j, k, o] = codes[c, b, j, o] * _scale_f32(scales[c, b, o]) + _scale_f32(mins[c, b, o])
                 else:
                     for o in range(W):
-                        out4[b, j, k, o] = codes[c, b, j, o] * scales[c, b, o]
+                        out4[b, j, k, o] = codes[c, b, j, o] * _scale_f32(scales[c, b, o])
 
 
 @_jit(parallel=False)
-def _q4dequant_nb(nibs: U8, offset: np.float32, scales: F32, mins: F32, c0: int, out4: F32) -> None:
+def _q4dequant_nb(nibs: U8, offset: np.float32, scales: SC, mins: SC, c0: int, out4: F32) -> None:
     # out4 (nb, g, n, W): a view of the (nb*g, n*W) float32 output
     n = out4.shape[2]
     nb = nibs.shape[1]
@@ -327,12 +360,12 @@ def _q4dequant_nb(nibs: U8, offset: np.float32, scales: F32, mins: F32, c0: int,
                 for o in range(W):
                     qf = np.float32(nibs[c, b, j, o])
                     hi = np.floor(qf * np.float32(0.0625))
-                    m = mins[c, b, o] if has_mins else np.float32(0.0)
-                    out4[b, j, k, o] = (qf - np.float32(16.0) * hi - offset) * scales[c, b, o] + m
-                    out4[b, j + hg, k, o] = (hi - offset) * scales[c, b, o] + m
+                    m = _scale_f32(mins[c, b, o]) if has_mins else np.float32(0.0)
+                    out4[b, j, k, o] = (qf - np.float32(16.0) * hi - offset) * _scale_f32(scales[c, b, o]) + m
+                    out4[b, j + hg, k, o] = (hi - offset) * _scale_f32(scales[c, b, o]) + m
 
 
-def q4dequant(nibs: U8, offset: float, scales: F32, mins: F32, c0: int, out: F32) -> None:
+def q4dequant(nibs: U8, offset: float, scales: SC, mins: SC, c0: int, out: F32) -> None:
     """:func:`qdequant` for 4-bit codes packed two per byte."""
     nb, hg = nibs.shape[1], nibs.shape[2]
     n = out.shape[1] // W
@@ -343,7 +376,7 @@ def q4dequant(nibs: U8, offset: float, scales: F32, mins: F32, c0: int, out: F32
              mins[c0:c0 + n] if mins.shape[0] > 0 else mins, 0, out)
 
 
-def qdequant(codes: I8, scales: F32, mins: F32, c0: int, out: F32) -> None:
+def qdequant(codes: I8, scales: SC, mins: SC, c0: int, out: F32) -> None:
     """Chunks ``c0 .. c0 + out.shape[1] // W`` as float32 ``(n_in, n * W)`` into ``out``
     (prompt chunks multiply it with BLAS)."""
     nb, g = codes.shape[1], codes.shape[2]
@@ -353,9 +386,16 @@ def qdequant(codes: I8, scales: F32, mins: F32, c0: int, out: F32) -> None:
         _qdequant_nb(codes, scales, mins, c0, out4)
         return
     np.copyto(out4, codes[c0:c0 + n].transpose(1, 2, 0, 3), casting="unsafe")
-    out4 *= scales[c0:c0 + n].transpose(1, 0, 2)[:, None, :, :]
+    out4 *= scales_f32(scales[c0:c0 + n]).transpose(1, 0, 2)[:, None, :, :]
     if mins.shape[0] > 0:
-        out4 += mins[c0:c0 + n].transpose(1, 0, 2)[:, None, :, :]
+        out4 += scales_f32(mins[c0:c0 + n]).transpose(1, 0, 2)[:, None, :, :]
+
+
+def scales_f32(a: SC) -> F32:
+    """Block scales (float32, or float16 bits as uint16) as float32."""
+    if a.dtype == np.uint16:
+        return a.view(np.float16).astype(np.float32)
+    return np.asarray(a, dtype=np.float32)
 
 
 # F16 weights: numba has no float16 type, so the kernel rebuilds float32 bits from the
@@ -576,32 +616,32 @@ def release_compiler_pages() -> int:
     return total
 
 
-def warm() -> None:
-    """Compile (or load from the disk cache) every kernel for the types the engine uses."""
+def warm(half_scales: bool = True, float_scales: bool = True) -> None:
+    """Compile (or load from the disk cache) every kernel for the types the engine uses: for
+    matrices with float16 scales (the legacy formats) and/or float32 ones (K-quants)."""
     x = np.ones((1, 32), dtype=np.float32)
     codes = np.ones((1, 1, 32, W), dtype=np.int8)
-    sc = np.ones((1, 1, W), dtype=np.float32)
-    no_mins = np.zeros((0, 0, 0), dtype=np.float32)
-    y = np.empty((1, W), dtype=np.float32)
-    qmatmul(x, codes, sc, no_mins, y)
-    qmatmul(x, codes, sc, sc, y)
-    qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), sc, sc, y)
-    hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)
     nibs = np.zeros((1, 1, 16, W), dtype=np.uint8)
-    q4matmul(x, nibs, 8.0, sc, no_mins, y)
-    q4matmul(x, nibs, 0.0, sc, sc, y)
+    y = np.empty((1, W), dtype=np.float32)
     x2, y2 = np.ones((2, 32), dtype=np.float32), np.empty((2, W), dtype=np.float32)
-    for mn in (no_mins, sc):
-        qmatmul(x2, codes, sc, mn, y2)
-        q4matmul(x2, nibs, 8.0, sc, mn, y2)
-    q4dequant(nibs, 8.0, sc, no_mins, 0, np.empty((32, W), dtype=np.float32))
     out = np.empty((32, W), dtype=np.float32)
-    qdequant(codes, sc, no_mins, 0, out)
-    qdequant(codes, sc, sc, 0, out)
+    ones = np.ones((1, 1, W), dtype=np.float32)
+    kinds = ([ones.astype(np.float16).view(np.uint16)] if half_scales else []) + ([ones] if float_scales else [])
+    for sc in kinds:
+        no_mins = np.zeros((0, 0, 0), dtype=sc.dtype)
+        for mn in (no_mins, sc):
+            qmatmul(x, codes, sc, mn, y)
+            q4matmul(x, nibs, 8.0, sc, mn, y)
+            qmatmul(x2, codes, sc, mn, y2)
+            q4matmul(x2, nibs, 8.0, sc, mn, y2)
+            q4dequant(nibs, 8.0, sc, mn, 0, out)
+            qdequant(codes, sc, mn, 0, out)
+    if float_scales:  # 16-input groups: Q2_K, Q3_K, Q6_K
+        qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), ones, ones, y)
+    hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)
     q = np.ones((2, 8), dtype=np.float32)
     kv = np.ones((1, 4, 8), dtype=np.float32)
     attend_one(q, kv, kv, 3, 0, 0.5)
-
 
 if os.environ.get("ASSISTANT_THREADS", "").isdigit():
     set_threads(int(os.environ["ASSISTANT_THREADS"]))

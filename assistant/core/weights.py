@@ -39,6 +39,8 @@ _REPACK_BAND_BYTES: Final = 1 << 22
 _TYPES_WITH_MINS: Final = (GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q2_K)
 # Types whose codes fit in 4 bits, and what lifts them to 0..15 (Q4_0 is -8..7, Q3_K -4..3).
 _NIBBLE_OFFSET: Final = {GGMLType.Q4_0: 8, GGMLType.Q4_1: 0, GGMLType.Q4_K: 0, GGMLType.Q2_K: 0, GGMLType.Q3_K: 4}
+# Block types whose scales (and mins) are float16 in the file: kept as float16 bits.
+_HALF_SCALE_TYPES: Final = frozenset({GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0})
 _NO_SCALES: Final = np.zeros((0, 0, 0), dtype=np.float32)
 class Linear:
     """``y = x @ W + b`` with ``W`` kept as float32 ``(in, out)``.
@@ -76,7 +78,7 @@ class QuantLinear(Linear):
     chunks to float32 and multiply with BLAS.
     """
 
-    def __init__(self, codes: npt.NDArray[np.int8] | None, scales: F32, mins: F32,
+    def __init__(self, codes: npt.NDArray[np.int8] | None, scales: kernels.SC, mins: kernels.SC,
                  half: npt.NDArray[np.uint16] | None, n_out: int, bias: F32 | None) -> None:
         self.codes = codes
         self.scales = scales
@@ -150,9 +152,9 @@ class QuantLinear(Linear):
         else:
             assert self.codes is not None
             q = self.codes[c, :, :, lane].astype(np.float32)  # (T, nb, g)
-        out = q * self.scales[c, :, lane][:, :, None]
+        out = q * kernels.scales_f32(self.scales[c, :, lane])[:, :, None]
         if self.mins.shape[0] > 0:
-            out += self.mins[c, :, lane][:, :, None]
+            out += kernels.scales_f32(self.mins[c, :, lane])[:, :, None]
         return out.reshape(len(ids), self.n_in)
 
     @property
@@ -181,7 +183,10 @@ class WeightLoader:
         # of the file, so its pages are not held twice.
         self._tiles: dict[str, QuantLinear] = {}
         if memory == "lean" and kernels.HAVE_NUMBA:
-            kernels.warm()  # every kernel loaded now, so numba's compiler can leave memory
+            # Every kernel this file needs loaded now, so numba's compiler can leave memory.
+            types = {t.type_id for t in f.tensors.values()}
+            kernels.warm(half_scales=bool(types & _HALF_SCALE_TYPES),
+                         float_scales=bool(types - _HALF_SCALE_TYPES - {GGMLType.F32, GGMLType.F16}))
             kernels.release_compiler_pages()
 
     def has(self, name: str) -> bool:
@@ -315,7 +320,7 @@ class WeightLoader:
         # A hostile file's inf/NaN scales would turn every answer into NaN: refuse it now.
         if not bool(np.isfinite(scales).all()) or not bool(np.isfinite(mins).all()):
             raise ValueError(f"{', '.join(names)}: block scales hold inf or NaN (corrupt file?)")
-        lin = QuantLinear(codes, scales, mins, None, n_out, bias)
+        lin = QuantLinear(codes, *_compact_scales(scales, mins), None, n_out, bias)
         offsets = {_NIBBLE_OFFSET.get(i.type_id, -1) for i in infos}
         if len(offsets) == 1 and min(offsets) >= 0 and g % 2 == 0:
             lin.pack4(offsets.pop())
@@ -332,6 +337,16 @@ class WeightLoader:
         head = Linear(self.tensor(name).T, None)
         self._release([name])
         return head
+
+
+def _compact_scales(scales: F32, mins: F32) -> tuple[kernels.SC, kernels.SC]:
+    """Scales and mins as float16 bits (uint16) when every one is exactly a float16, as the
+    legacy formats' (Q4_0 .. Q8_0) are: fewer bytes per token; else float32 unchanged."""
+    s16 = scales.astype(np.float16)
+    m16 = mins.astype(np.float16)
+    if not (np.array_equal(s16.astype(np.float32), scales) and np.array_equal(m16.astype(np.float32), mins)):
+        return scales, mins
+    return s16.view(np.uint16), m16.view(np.uint16)
 
 
 def _scatter_rows(codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, start: int,
