@@ -120,24 +120,12 @@ prange: Callable[[int], range] = _numba.prange if _numba is not None else _prang
 
 # ----------------------------------------------------------------------------- products
 
-@_jit(parallel=False)
-def _add_group(dst: F32, t: int, k: int, acc: F32, shift: np.float32, xs: np.float32, scales: SC,
-               mins: SC, c: int, b: int) -> None:
-    # dst[t, k] += (acc - shift) * scale (+ sum(x) * min) for group b of chunk c; dst (T, K, W)
-    # (indices are loop variables: computed ones get wraparound checks that block SIMD)
-    if mins.shape[0] > 0:
-        for o in range(W):
-            dst[t, k, o] += (acc[o] - shift) * _scale_f32(scales[c, b, o]) + xs * _scale_f32(mins[c, b, o])
-    else:
-        for o in range(W):
-            dst[t, k, o] += (acc[o] - shift) * _scale_f32(scales[c, b, o])
-
-
 @_jit(parallel=True)
 def _qmatmul_nb(x3: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
-    # One row, codes converted on the fly with the accumulators in registers; the group
-    # tail is written out here (a shared helper measured 0.91x decode).
-    # x3 (T, nb, g); codes (C, nb, g, W); scales/mins (C, nb, W); y (T, C*W)
+    # Codes converted on the fly with the accumulators in registers, row after row over a
+    # chunk still in cache (a kernel that expanded each group once for all rows measured no
+    # faster: docs/performance.md). x3 (T, nb, g); codes (C, nb, g, W); scales/mins (C, nb, W);
+    # y (T, C*W)
     t_rows = x3.shape[0]
     n_chunks = codes.shape[0]
     nb = codes.shape[1]
@@ -207,58 +195,6 @@ def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: SC, mins: SC, y:
                 y[t, c * W + o] = out[o]
 
 
-@_jit(parallel=True)
-def _qmatmul_rows_nb(x3: F32, codes: I8, scales: SC, mins: SC, y3: F32) -> None:
-    # Several rows (verifying drafted tokens, parallel sampling): a group's codes are
-    # converted once into wbuf (in L1) and every row runs over it with its accumulators
-    # in registers. x3 (T, nb, g); codes (C, nb, g, W); y (T, C*W)
-    n_chunks = codes.shape[0]
-    nb = codes.shape[1]
-    g = codes.shape[2]
-    for c in prange(n_chunks):
-        wbuf = np.empty((g, W), np.float32)
-        for b in range(nb):
-            for j in range(g):
-                for o in range(W):
-                    wbuf[j, o] = np.float32(codes[c, b, j, o])
-            _rows_over(x3, wbuf, np.float32(0.0), scales, mins, c, b, y3)
-
-
-@_jit(parallel=True)
-def _q4matmul_rows_nb(x3: F32, nibs: U8, offset: np.float32, scales: SC, mins: SC, y3: F32) -> None:
-    # :func:`_qmatmul_rows_nb` for 4-bit codes (layout of :func:`_q4matmul_nb`)
-    n_chunks = nibs.shape[0]
-    nb = nibs.shape[1]
-    hg = nibs.shape[2]
-    for c in prange(n_chunks):
-        wbuf = np.empty((2 * hg, W), np.float32)
-        for b in range(nb):
-            for j in range(hg):
-                for o in range(W):
-                    qf = np.float32(nibs[c, b, j, o])
-                    hi = np.floor(qf * np.float32(0.0625))
-                    wbuf[j, o] = qf - np.float32(16.0) * hi
-                    wbuf[j + hg, o] = hi
-            _rows_over(x3, wbuf, offset, scales, mins, c, b, y3)
-
-
-@_jit(parallel=False)
-def _rows_over(x3: F32, wbuf: F32, offset: np.float32, scales: SC, mins: SC, c: int, b: int,
-               y3: F32) -> None:
-    # Every row through group b's converted codes wbuf (g, W), added into y3[:, c]
-    # (y3 (T, C, W) holds the running sums: the callers' y starts at zero).
-    acc = np.empty(W, np.float32)
-    for t in range(x3.shape[0]):
-        acc[:] = 0.0
-        xs = np.float32(0.0)
-        for j in range(wbuf.shape[0]):
-            xi = x3[t, b, j]
-            xs += xi
-            for o in range(W):
-                acc[o] += xi * wbuf[j, o]
-        _add_group(y3, t, c, acc, offset * xs, xs, scales, mins, c, b)
-
-
 def _banded_np(x: F32, n_chunks: int, expand: Callable[[int, F32], None], y: F32) -> None:
     """The numpy path's product: ``expand(c0, part)`` writes chunks ``c0 ..`` as float32
     ``(n_in, n * W)`` into a cache-sized band, which BLAS multiplies."""
@@ -281,15 +217,10 @@ def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
     t = x.shape[0]
     _c, nb, g, _w = codes.shape
     x3 = x.reshape(t, nb, g)
-    y3 = y.reshape(t, codes.shape[0], W)
     if HAVE_NUMBA:
         _apply_threads()
         with _parallel:
-            if t == 1:
-                _qmatmul_nb(x3, codes, scales, mins, y)
-            else:
-                y[...] = 0.0
-                _qmatmul_rows_nb(x3, codes, scales, mins, y3)
+            _qmatmul_nb(x3, codes, scales, mins, y)
     else:
         _banded_np(x, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
 
@@ -299,15 +230,10 @@ def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> N
     t = x.shape[0]
     _c, nb, hg, _w = nibs.shape
     x3 = x.reshape(t, nb, 2 * hg)
-    y3 = y.reshape(t, nibs.shape[0], W)
     if HAVE_NUMBA:
         _apply_threads()
         with _parallel:
-            if t == 1:
-                _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
-            else:
-                y[...] = 0.0
-                _q4matmul_rows_nb(x3, nibs, np.float32(offset), scales, mins, y3)
+            _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
         return
     _banded_np(x, nibs.shape[0], lambda c0, part: q4dequant(nibs, offset, scales, mins, c0, part), y)
 
@@ -624,7 +550,6 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
     codes = np.ones((1, 1, 32, W), dtype=np.int8)
     nibs = np.zeros((1, 1, 16, W), dtype=np.uint8)
     y = np.empty((1, W), dtype=np.float32)
-    x2, y2 = np.ones((2, 32), dtype=np.float32), np.empty((2, W), dtype=np.float32)
     out = np.empty((32, W), dtype=np.float32)
     ones = np.ones((1, 1, W), dtype=np.float32)
     kinds = ([ones.astype(np.float16).view(np.uint16)] if half_scales else []) + ([ones] if float_scales else [])
@@ -633,8 +558,6 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
         for mn in (no_mins, sc):
             qmatmul(x, codes, sc, mn, y)
             q4matmul(x, nibs, 8.0, sc, mn, y)
-            qmatmul(x2, codes, sc, mn, y2)
-            q4matmul(x2, nibs, 8.0, sc, mn, y2)
             q4dequant(nibs, 8.0, sc, mn, 0, out)
             qdequant(codes, sc, mn, 0, out)
     if float_scales:  # 16-input groups: Q2_K, Q3_K, Q6_K
