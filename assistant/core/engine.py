@@ -313,7 +313,6 @@ class Model:
             raise ValueError("the prompt is empty: give at least one token")
         prompt = self._fit_prompt(prompt, s)
         sampler = Sampler(s.sampling, s.constraint.fresh() if s.constraint is not None else None)
-        detok = StreamingDetokenizer(self.tokenizer)
         t0 = time.perf_counter()
         logits, cached = self._prefill(prompt, cancel)
         prefill_s = time.perf_counter() - t0

@@ -120,7 +120,6 @@ GGML_TYPES: Final[dict[int, tuple[str, int, int]]] = {
     GGMLType.F64: ("F64", 1, 8),
     GGMLType.BF16: ("BF16", 1, 2),
 }
-GGML_TYPE_IDS: Final[dict[str, int]] = {v[0]: k for k, v in GGML_TYPES.items()}
 
 
 def type_name(type_id: int) -> str:

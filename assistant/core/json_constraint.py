@@ -950,10 +950,6 @@ class ConstraintFactory:
         return JsonConstraint(self.cache, self.token_bytes)
 
 
-ANY_JSON: Final[dict[str, Any]] = {}
-OBJECT_JSON: Final[dict[str, Any]] = {"type": "object"}
-
-
 def check_schema(schema: Any) -> None:
     """Raise :class:`JsonSchemaError` when ``schema`` cannot be enforced."""
     Grammar(schema)

@@ -117,20 +117,6 @@ class KVCache:
         self.n = min(self.n, n)
         del self.tokens[n:]
 
-    def shift(self, keep: int, discard: int) -> None:
-        """Drop ``discard`` positions after the first ``keep`` (for a context shift).
-
-        Keys were rotated for their old positions; the caller re-encodes instead when exact
-        positions matter. Here the remaining entries move down, as llama.cpp's
-        ``kv_cache_seq_rm`` + ``seq_add`` do before re-rotation.
-        """
-        n = self.n
-        for layer in range(len(self.k)):
-            self.k[layer][:, keep:n - discard] = self.k[layer][:, keep + discard:n]
-            self.v[layer][:, keep:n - discard] = self.v[layer][:, keep + discard:n]
-        self.n = n - discard
-        del self.tokens[keep:keep + discard]
-
 
 class Block:
     """One transformer layer; architectures subclass it.
