@@ -13,9 +13,8 @@ from typing import Final
 
 from .vocab import TT_CONTROL, TT_UNKNOWN, TT_USER_DEFINED, TokenizerError, Vocab
 
-# Words remembered with their token ids. A server tokenizes every turn's whole history, so
-# an ever-growing memo showed up as slow RSS growth in the soak; when full it starts over
-# (a few MB at most; hot words come back within a message).
+# Words remembered with their token ids; when full the memo starts over, because a server
+# tokenizes every turn's whole history (docs/performance.md, "Tokenizers").
 WORD_CACHE_ENTRIES: Final = 32768
 
 _C_SPACE: Final = " \t\n\v\f\r"  # C's isspace, which llama.cpp's RSTRIP uses

@@ -8,8 +8,8 @@ bytes that remain before anything is allocated, so a hostile or truncated file r
 allocating gigabytes.
 
 Metadata values are Python ``int``/``float``/``bool``/``str``; arrays of numbers become
-``numpy`` arrays (one bulk copy, which is why a 262,144-entry score table costs
-microseconds) and arrays of strings become ``list[str]``.
+``numpy`` arrays (one bulk copy each: see docs/performance.md, "Opening a model") and arrays
+of strings become ``list[str]``.
 """
 
 from __future__ import annotations
