@@ -139,8 +139,12 @@ class SPMTokenizer(Tokenizer):
                 r = rank.get(cand, -1)
                 if r >= 0:
                     heapq.heappush(heap, (((r << shift) | left) << shift) | len(cand))
-        # Every merged symbol is a piece; only single characters can be missing from the
-        # vocabulary, and those fall back to byte tokens (llama.cpp's resegment).
+        return self._symbol_ids(syms, nxt)
+
+    def _symbol_ids(self, syms: list[str], nxt: list[int]) -> list[int]:
+        """The ids of the merged symbols, in list order from the first. Every merged symbol
+        is a piece; only single characters can be missing from the vocabulary, and those
+        fall back to byte tokens (llama.cpp's resegment)."""
         t2i = self.vocab.token_to_id
         byte_ids = self._byte_ids
         out: list[int] = []
