@@ -14,34 +14,44 @@ Gemma 3's layer (see :mod:`.gemma3`) without q/k norms, and with:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Final
 
 from ..gguf import GGUFFile
 from ..ops import Rope
-from ..transformer import Block, ModelArgs, Transformer
-from .gemma3 import GemmaBlock, gemma_layer_tensors
+from ..transformer import Block, Transformer
+from .gemma3 import GemmaArgs, GemmaBlock, gemma_layer_tensors
 
 # Gemma 2 27B's layer count: its query scale is 1/sqrt(dim / n_heads).
 LAYERS_27B: Final = 46
+
+
+@dataclass
+class Gemma2Args(GemmaArgs):
+    attn_softcap: float = 50.0  # attn_logit_softcapping
+    final_softcap: float = 30.0  # final_logit_softcapping
+
+    def read_arch(self, f: GGUFFile) -> None:
+        per_head = self.dim / self.n_heads if self.n_layers == LAYERS_27B else self.head_dim
+        self.query_scale = 1.0 / math.sqrt(per_head)
+        self.attn_softcap = f.get_float("gemma2.attn_logit_softcapping", 50.0)
+        self.final_softcap = f.get_float("gemma2.final_logit_softcapping", 30.0)
 
 
 class Gemma2(Transformer):
     """Gemma 2 (text)."""
 
     def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        args = ModelArgs(f)
+        args = Gemma2Args.from_gguf(f)
         super().__init__(f, args, memory)
+        self.gemma_args = args
         self.embed_scale = math.sqrt(args.dim)
-        per_head = args.dim / args.n_heads if args.n_layers == LAYERS_27B else args.head_dim
-        self.query_scale = 1.0 / math.sqrt(per_head)
-        self.attn_softcap = f.get_float("gemma2.attn_logit_softcapping", 50.0)
-        self.final_softcap = f.get_float("gemma2.final_logit_softcapping", 30.0)
+        self.final_softcap = args.final_softcap
         self.rope = Rope(args.head_dim, args.n_rot, args.rope_base, args.rope_freq_scale)
 
     def make_block(self, layer: int) -> Block:
         window = self.args.sliding_window if layer % 2 == 0 else 0
-        return GemmaBlock(self.args, self.loader, layer, self.rope, window, self.query_scale,
-                          qk_norm=False, softcap=self.attn_softcap)
+        return GemmaBlock(self.gemma_args, self.loader, layer, self.rope, window, self.gemma_args.attn_softcap)
 
     def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
-        return gemma_layer_tensors(self.args, layer, qk_norm=False)
+        return gemma_layer_tensors(self.gemma_args, layer)

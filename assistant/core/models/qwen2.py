@@ -6,11 +6,20 @@ permutation is needed.
 
 from __future__ import annotations
 
-from .llama import Llama
+from dataclasses import dataclass
+
+from ..gguf import GGUFFile
+from .llama import Llama, LlamaArgs
+
+
+@dataclass
+class Qwen2Args(LlamaArgs):
+    permute_qk: bool = False
+    qkv_bias: bool = True
 
 
 class Qwen2(Llama):
     """Qwen2: LLaMA blocks with q/k/v biases and NEOX rope."""
 
-    permute_qk: bool = False
-    qkv_bias: bool = True
+    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
+        super().__init__(f, memory, Qwen2Args.from_gguf(f))

@@ -7,11 +7,20 @@ of 1024). Its GGUF q/k rows are in NEOX order, like Qwen2's.
 
 from __future__ import annotations
 
-from .llama import Llama
+from dataclasses import dataclass
+
+from ..gguf import GGUFFile
+from .llama import Llama, LlamaArgs
+
+
+@dataclass
+class Qwen3Args(LlamaArgs):
+    permute_qk: bool = False
+    qk_norm: bool = True
 
 
 class Qwen3(Llama):
     """Qwen3: LLaMA blocks with q/k norms and NEOX rope."""
 
-    permute_qk: bool = False
-    qk_norm: bool = True
+    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
+        super().__init__(f, memory, Qwen3Args.from_gguf(f))
