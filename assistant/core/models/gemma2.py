@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from ..gguf import GGUFFile
 from ..ops import Rope
-from ..transformer import Block, Transformer
-from .gemma3 import GemmaArgs, GemmaBlock, gemma_layer_tensors
+from ..transformer import Block, ModelArgs
+from .gemma3 import Gemma, GemmaArgs, GemmaBlock
 
 # Gemma 2 27B's layer count: its query scale is 1/sqrt(dim / n_heads).
 LAYERS_27B: Final = 46
@@ -38,20 +38,16 @@ class Gemma2Args(GemmaArgs):
         self.final_softcap = f.get_float("gemma2.final_logit_softcapping", 30.0)
 
 
-class Gemma2(Transformer):
+class Gemma2(Gemma):
     """Gemma 2 (text)."""
 
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        args = Gemma2Args.from_gguf(f)
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
         super().__init__(f, args, memory)
-        self.gemma_args = args
-        self.embed_scale = math.sqrt(args.dim)
-        self.final_softcap = args.final_softcap
-        self.rope = Rope(args.head_dim, args.n_rot, args.rope_base, args.rope_freq_scale)
+        a = cast(Gemma2Args, args)
+        self.attn_softcap = a.attn_softcap
+        self.final_softcap = a.final_softcap
+        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale)
 
     def make_block(self, layer: int) -> Block:
         window = self.args.sliding_window if layer % 2 == 0 else 0
-        return GemmaBlock(self.gemma_args, self.loader, layer, self.rope, window, self.gemma_args.attn_softcap)
-
-    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
-        return gemma_layer_tensors(self.gemma_args, layer)
+        return GemmaBlock(self.gemma_args, self.loader, layer, self.rope, window, self.attn_softcap)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from ..gguf import GGUFFile
 from ..ops import Rope, rms_norm
-from ..transformer import Block, KVCache, Transformer
+from ..transformer import Block, KVCache, ModelArgs, Transformer
 from ..weights import Linear, WeightLoader
 from .llama import MLP, Attention, LlamaArgs, llama_layer_tensors
 
@@ -85,16 +85,26 @@ def gemma_layer_tensors(args: GemmaArgs, layer: int) -> list[tuple[str, tuple[in
     return out + [(p + "post_attention_norm.weight", (d,)), (p + "post_ffw_norm.weight", (d,))]
 
 
-class Gemma3(Transformer):
+class Gemma(Transformer):
+    """What Gemma 2 and 3 models share: the embedding scaled by ``sqrt(dim)``, Gemma layers."""
+
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
+        super().__init__(f, args, memory)
+        self.gemma_args = cast(GemmaArgs, args)  # self.args, typed as this family's
+        self.embed_scale = math.sqrt(args.dim)
+
+    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
+        return gemma_layer_tensors(self.gemma_args, layer)
+
+
+class Gemma3(Gemma):
     """Gemma 3 (text)."""
 
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        args = Gemma3Args.from_gguf(f)
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
         super().__init__(f, args, memory)
-        self.gemma_args = args
-        self.embed_scale = math.sqrt(args.dim)
-        self.global_rope = Rope(args.head_dim, args.n_rot, args.rope_base, args.rope_freq_scale)
-        self.local_rope = Rope(args.head_dim, args.n_rot, args.local_rope_base, 1.0)
+        a = cast(Gemma3Args, args)
+        self.global_rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale)
+        self.local_rope = Rope(a.head_dim, a.n_rot, a.local_rope_base, 1.0)
 
     def is_local(self, layer: int) -> bool:
         return self.args.sliding_window > 0 and (layer + 1) % SWA_PERIOD != 0
@@ -104,6 +114,3 @@ class Gemma3(Transformer):
         rope = self.local_rope if local else self.global_rope
         window = self.args.sliding_window if local else 0
         return GemmaBlock(self.gemma_args, self.loader, layer, rope, window)
-
-    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
-        return gemma_layer_tensors(self.gemma_args, layer)

@@ -15,6 +15,7 @@ unchanged by a permutation applied to both q and k.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,7 @@ class LlamaArgs(ModelArgs):
     qk_norm: bool = False  # per-head RMSNorm of q and k before rope (Qwen3, Gemma 3)
     fused: bool = False  # q/k/v in one tensor attn_qkv, gate/up in one ffn_up (Phi-3)
     hidden_act: str = "silu"  # the feed-forward's gate: "silu" (SwiGLU) or "gelu" (GeGLU, Gemma)
+    no_rope_layer_step: int = 0  # > 0: layers (il + 1) % step == 0 attend without rope (SmolLM3)
 
 
 class Attention:
@@ -160,11 +162,11 @@ def llama_layer_tensors(args: LlamaArgs, layer: int) -> list[tuple[str, tuple[in
 
 
 class Llama(Transformer):
-    """The LLaMA family; the families built on its layer pass their own arguments."""
+    """The LLaMA family, and the families that only set its switches (Qwen2/3, SmolLM3)."""
 
-    def __init__(self, f: GGUFFile, memory: str = "speed", args: LlamaArgs | None = None) -> None:
-        a = args if args is not None else LlamaArgs.from_gguf(f)
-        super().__init__(f, a, memory)
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
+        super().__init__(f, args, memory)
+        a = cast(LlamaArgs, args)
         self.llama_args = a  # self.args, typed as this family's
         factors: npt.NDArray[np.float32] | None = None
         if self.loader.has("rope_freqs.weight"):
@@ -175,7 +177,8 @@ class Llama(Transformer):
         self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, factors)
 
     def layer_rope(self, layer: int) -> Rope | None:
-        return self.rope
+        step = self.llama_args.no_rope_layer_step
+        return None if step > 0 and (layer + 1) % step == 0 else self.rope
 
     def make_block(self, layer: int) -> Block:
         return LlamaBlock(self.llama_args, self.loader, layer, self.layer_rope(layer),

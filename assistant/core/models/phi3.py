@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from ..gguf import GGUFFile
 from ..ops import Rope
-from ..transformer import Block
+from ..transformer import Block, ModelArgs
 from .llama import Llama, LlamaArgs, LlamaBlock
 
 # llama.cpp rounds the context size up to a multiple of this before choosing the factors.
@@ -41,9 +41,9 @@ class Phi3Args(LlamaArgs):
 class Phi3(Llama):
     """Phi-3 family."""
 
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        a = Phi3Args.from_gguf(f)
-        super().__init__(f, memory, a)
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
+        super().__init__(f, args, memory)
+        a = cast(Phi3Args, args)
         self.phi3_args = a
         self.long_factors = self.loader.optional_vector("rope_factors_long.weight")
         self.short_factors = self.loader.optional_vector("rope_factors_short.weight")

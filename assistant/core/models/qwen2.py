@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..gguf import GGUFFile
-from .llama import Llama, LlamaArgs
+from .llama import LlamaArgs
 
 
 @dataclass
 class Qwen2Args(LlamaArgs):
+    """Qwen2's differences from LLaMA: q/k/v biases, q/k rows already in NEOX order."""
+
     permute_qk: bool = False
     qkv_bias: bool = True
-
-
-class Qwen2(Llama):
-    """Qwen2: LLaMA blocks with q/k/v biases and NEOX rope."""
-
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        super().__init__(f, memory, Qwen2Args.from_gguf(f))

@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..gguf import GGUFFile
-from .llama import Llama, LlamaArgs
+from .llama import LlamaArgs
 
 
 @dataclass
 class Qwen3Args(LlamaArgs):
+    """Qwen3's differences from LLaMA: per-head q/k norms, q/k rows already in NEOX order."""
+
     permute_qk: bool = False
     qk_norm: bool = True
-
-
-class Qwen3(Llama):
-    """Qwen3: LLaMA blocks with q/k norms and NEOX rope."""
-
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        super().__init__(f, memory, Qwen3Args.from_gguf(f))
