@@ -177,7 +177,7 @@ def test_llama_rope_freqs_are_what_makes_it_agree():
     a = m.net.args
     plain = Rope(a.head_dim, a.n_rot, a.rope_base)
     for layer in range(a.n_layers):
-        m.net.block(layer).rope = plain
+        m.net.block(layer).attn.rope = plain
     assert np.abs(m.logits(ids) - golden).max() > 0.5
 
 

@@ -12,8 +12,9 @@ import pytest
 
 from conftest import NEUTRAL_CWD, REPO
 
-CORE = ["gguf", "quants", "tokenizer", "pretokenize", "ops", "weights", "transformer", "sampling", "engine",
-        "gguf_writer", "models.llama", "models.qwen2", "models.gemma3"]
+CORE = ["gguf", "quants", "tokenizer", "vocab", "basetokenizer", "bpe", "spm", "detokenizer", "pretokenize", "ops",
+        "weights", "transformer", "sampling", "engine", "gguf_writer", "json_constraint", "models.llama",
+        "models.qwen2", "models.qwen3", "models.smollm3", "models.phi3", "models.gemma2", "models.gemma3"]
 
 
 def _is_compiled(module) -> bool:

@@ -120,10 +120,9 @@ class _Emitter:
 
 
 # Prompt-lookup drafting: how far back to search, and how many matching tokens of context
-# a draft needs (at least) and can use (at most) to choose where to copy from. Verifying
-# even one drafted token costs about two plain steps, so a draft needs a context long enough
-# to be likely right: 3 tokens rather than 2 took the rewrite task from 1.22x to 1.42x plain
-# decode on SmolLM2 and from 2.58x to 3.00x on Gemma.
+# a draft needs (at least) and can use (at most) to choose where to copy from. Verifying a
+# draft costs about two plain steps, so it needs context enough to be likely right
+# (docs/performance.md, "Prompt-lookup decoding").
 LOOKUP_WINDOW: Final = 4096
 LOOKUP_MIN_CONTEXT: Final = 3
 LOOKUP_MAX_CONTEXT: Final = 8
@@ -136,13 +135,10 @@ class LookupState:
 
     A draft is the continuation of the earlier occurrence that shares the longest context
     with the end of the history (at least 3 tokens, compared up to 8). Verifying k drafted
-    tokens costs one forward pass over k+1 rows. With OpenBLAS a pass of 2 rows already
-    costs 2 to 2.7 one-row passes and one of 9 rows only 2.9 to 3.1 (a matrix-matrix product
-    packs the weights; a matrix-vector product streams them once), so a draft is as long as
-    that flat region allows (8), grows to 16 while drafts are accepted whole, and drafting
-    pauses briefly after a draft is rejected outright. The quantized kernels are bound by
-    arithmetic instead, where each extra row costs nearly a one-row pass: there drafts start
-    at ``k0`` = 3 and grow to ``k_max`` = 6.
+    tokens costs one forward pass over k+1 rows; a draft starts at ``k0`` tokens, doubles up
+    to ``k_max`` while drafts are accepted whole, and drafting pauses briefly after a draft is
+    rejected outright. The lengths follow what an extra row costs on each kind of product
+    (docs/performance.md, "Prompt-lookup decoding").
     """
 
     def __init__(self, k0: int = 8, k_max: int = 16) -> None:
@@ -194,6 +190,69 @@ class LookupState:
             self.k = self.k0
             if accepted == 0:
                 self.cooldown = 2
+
+
+class _DraftVerifier:
+    """Prompt-lookup decoding for one generation: a forward pass over ``[token] + draft``
+    gives the logits after each drafted token, so drafted tokens that the sampler reproduces
+    are accepted without another pass; the rest are forgotten from the cache."""
+
+    def __init__(self, model: "Model", enabled: bool) -> None:
+        self.net = model.net
+        self.cache = model.cache
+        self.n_ctx = model.n_ctx
+        self.enabled = enabled
+        # Lengths by what an extra row costs: the quantized kernels (lean) or BLAS (speed).
+        self.state = LookupState(LOOKUP_DRAFT_QUANT[0], LOOKUP_DRAFT_QUANT[1]) if model.net.memory == "lean" \
+            else LookupState()
+        self.draft: list[int] = []
+        self.batch = np.zeros((0, 0), dtype=np.float32)  # (1 + len(draft), n_vocab)
+        self.bi = 0  # drafted tokens accepted so far
+        self.base_n = 0  # cache length before the pass over the draft
+
+    def next_row(self, tid: int) -> F32 | None:
+        """The logits after ``tid`` when the current draft predicted it; else None (and the
+        draft ends: its acceptance recorded, its rejected tokens forgotten)."""
+        draft = self.draft
+        if not draft:
+            return None
+        bi = self.bi
+        if bi < len(draft) and tid == draft[bi]:
+            self.bi = bi + 1
+            row: F32 = self.batch[bi + 1]
+            return row
+        self.state.record(bi, len(draft))
+        self.forget_rejected()
+        self.draft = []
+        return None
+
+    def step(self, tid: int, history: list[int], max_left: int) -> F32:
+        """The logits after ``tid``: one pass over ``tid`` and a new draft when the history
+        offers one (at most ``max_left`` tokens), else over ``tid`` alone."""
+        if self.enabled:
+            self.draft = self.state.draft(history, min(self.n_ctx - self.cache.n - 1, max_left))
+        if self.draft:
+            self.base_n = self.cache.n
+            self.bi = 0
+            self.batch = self.net.forward(np.asarray([tid] + self.draft, dtype=np.int32), self.cache,
+                                          all_logits=True)
+            first: F32 = self.batch[0]
+            return first
+        last: F32 = self.net.forward(np.asarray([tid], dtype=np.int32), self.cache)[-1]
+        return last
+
+    def forget_rejected(self) -> None:
+        """Drop the current draft's tokens after the accepted ones from the cache."""
+        if self.draft and self.bi < len(self.draft):
+            self.cache.truncate(self.base_n + 1 + self.bi)
+
+
+def _parallel_sampler(s: GenerationSettings, i: int) -> Sampler:
+    """Sequence ``i``'s sampler of a parallel generation: seed ``seed + i`` when seeded."""
+    sp = s.sampling.copy()
+    if sp.seed >= 0:
+        sp.seed = sp.seed + i
+    return Sampler(sp, s.constraint.fresh() if s.constraint is not None else None)
 
 
 def _as_ints(ids: Iterable[SupportsInt]) -> list[int]:
@@ -296,6 +355,29 @@ class Model:
         logits = self.net.forward(np.asarray(prompt[n:], dtype=np.int32), cache, False, cancel)
         return logits, n
 
+    def _begin(self, prompt: list[int], s: GenerationSettings,
+               cancel: Callable[[], bool] | None) -> tuple[list[int], F32, int, float]:
+        """Check ``prompt``, fit it to the context and prefill it: the prompt as run, the
+        logits of its last token (none when cancelled), the cached tokens reused, seconds."""
+        prompt = _as_ints(prompt)
+        for tid in prompt:
+            self.tokenizer.check_id(tid)
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        prompt = self._fit_prompt(prompt, s)
+        t0 = time.perf_counter()
+        logits, cached = self._prefill(prompt, cancel)
+        return prompt, logits, cached, time.perf_counter() - t0
+
+    def _stats(self, prompt: list[int], cached: int, generated: int, prefill_s: float, decode_s: float,
+               drafted: int = 0, accepted: int = 0) -> dict[str, float]:
+        """The ``stats`` of a generation's last :class:`Piece`."""
+        return {
+            "prompt_tokens": float(len(prompt)), "cached_tokens": float(cached),
+            "generated_tokens": float(generated), "prefill_s": prefill_s, "decode_s": decode_s,
+            "load_s": self.load_seconds, "drafted_tokens": float(drafted), "accepted_tokens": float(accepted),
+        }
+
     def generate(self, prompt: list[int], settings: GenerationSettings | None = None,
                  cancel: Callable[[], bool] | None = None) -> Iterator[Piece]:
         """Stream the completion of ``prompt`` (token ids) as :class:`Piece` objects.
@@ -306,29 +388,12 @@ class Model:
         between prefill chunks.
         """
         s = settings if settings is not None else GenerationSettings()
-        prompt = _as_ints(prompt)
-        for tid in prompt:
-            self.tokenizer.check_id(tid)
-        if not prompt:
-            raise ValueError("the prompt is empty: give at least one token")
-        prompt = self._fit_prompt(prompt, s)
+        prompt, logits, cached, prefill_s = self._begin(prompt, s, cancel)
         sampler = Sampler(s.sampling, s.constraint.fresh() if s.constraint is not None else None)
-        detok = StreamingDetokenizer(self.tokenizer)
-        t0 = time.perf_counter()
-        logits, cached = self._prefill(prompt, cancel)
-        prefill_s = time.perf_counter() - t0
         history: list[int] = list(prompt)
         out = _Emitter(self, s)
-        # Prompt-lookup decoding (greedy only, where it cannot change the output): a batch
-        # holds the logits after [last token] + draft; drafted tokens that greedy sampling
-        # reproduces are accepted without another forward pass.
-        lookup = s.lookup_decoding and s.sampling.temperature <= 0.0
-        lookup_state = LookupState(LOOKUP_DRAFT_QUANT[0], LOOKUP_DRAFT_QUANT[1]) if self.net.memory == "lean" \
-            else LookupState()
-        draft: list[int] = []
-        batch = np.zeros((0, 0), dtype=np.float32)
-        bi = 0
-        base_n = 0
+        # Prompt-lookup decoding only where it cannot change the output (greedy sampling).
+        drafts = _DraftVerifier(self, s.lookup_decoding and s.sampling.temperature <= 0.0)
         t1 = time.perf_counter()
         row = logits[-1] if logits.shape[0] else np.zeros(0, dtype=np.float32)
         if logits.shape[0] == 0:
@@ -343,43 +408,19 @@ class Model:
             if out.finish:
                 break
             history.append(tid)
-            # The next row of logits: from the current draft batch when it predicted tid.
-            if draft:
-                if bi < len(draft) and tid == draft[bi]:
-                    bi += 1
-                    row = batch[bi]
-                    continue
-                lookup_state.record(bi, len(draft))
-                if bi < len(draft):
-                    self.cache.truncate(base_n + 1 + bi)  # forget the rejected drafted tokens
-                draft = []
+            drafted_row = drafts.next_row(tid)
+            if drafted_row is not None:
+                row = drafted_row
+                continue
             if self.cache.n >= self.n_ctx:
                 if s.context_policy != "shift":
                     out.finish = "context"
                     break
                 self._shift_cache(s)
-            if lookup:
-                room = self.n_ctx - self.cache.n - 1
-                draft = lookup_state.draft(history, min(room, s.max_tokens - out.generated))
-            if draft:
-                base_n = self.cache.n
-                bi = 0
-                batch = self.net.forward(np.asarray([tid] + draft, dtype=np.int32), self.cache, all_logits=True)
-                row = batch[0]
-            else:
-                row = self.net.forward(np.asarray([tid], dtype=np.int32), self.cache)[-1]
-        if draft:
-            self.cache.truncate(base_n + 1 + bi)
-        yield out.end({
-            "prompt_tokens": float(len(prompt)),
-            "cached_tokens": float(cached),
-            "generated_tokens": float(out.generated),
-            "prefill_s": prefill_s,
-            "decode_s": time.perf_counter() - t1,
-            "load_s": self.load_seconds,
-            "drafted_tokens": float(lookup_state.drafted),
-            "accepted_tokens": float(lookup_state.accepted),
-        })
+            row = drafts.step(tid, history, s.max_tokens - out.generated)
+        drafts.forget_rejected()
+        yield out.end(self._stats(prompt, cached, out.generated, prefill_s, time.perf_counter() - t1,
+                                  drafts.state.drafted, drafts.state.accepted))
 
     def generate_parallel(self, prompt: list[int], n: int, settings: GenerationSettings | None = None,
                           cancel: Callable[[], bool] | None = None) -> Iterator[tuple[int, Piece]]:
@@ -392,21 +433,9 @@ class Model:
         s = settings if settings is not None else GenerationSettings()
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        prompt = self._fit_prompt(_as_ints(prompt), s)
-        for tid in prompt:
-            self.tokenizer.check_id(tid)
-        if not prompt:
-            raise ValueError("the prompt is empty: give at least one token")
-        t0 = time.perf_counter()
-        logits, cached = self._prefill(prompt, cancel)
-        prefill_s = time.perf_counter() - t0
+        prompt, logits, cached, prefill_s = self._begin(prompt, s, cancel)
         t1 = time.perf_counter()
-        samplers: list[Sampler] = []
-        for i in range(n):
-            sp = s.sampling.copy()
-            if sp.seed >= 0:
-                sp.seed = sp.seed + i
-            samplers.append(Sampler(sp, s.constraint.fresh() if s.constraint is not None else None))
+        samplers = [_parallel_sampler(s, i) for i in range(n)]
         emitters = [_Emitter(self, s) for _ in range(n)]
         histories = [list(prompt) for _ in range(n)]
         caches = [self.cache.fork() for _ in range(n)]
@@ -441,11 +470,7 @@ class Model:
             active = still
         decode_s = time.perf_counter() - t1
         for i, e in enumerate(emitters):
-            yield i, e.end({
-                "prompt_tokens": float(len(prompt)), "cached_tokens": float(cached),
-                "generated_tokens": float(e.generated), "prefill_s": prefill_s, "decode_s": decode_s,
-                "load_s": self.load_seconds, "drafted_tokens": 0.0, "accepted_tokens": 0.0,
-            })
+            yield i, e.end(self._stats(prompt, cached, e.generated, prefill_s, decode_s))
 
     def _shift_cache(self, s: GenerationSettings) -> None:
         tokens = list(self.cache.tokens)

@@ -8,8 +8,8 @@ bytes that remain before anything is allocated, so a hostile or truncated file r
 allocating gigabytes.
 
 Metadata values are Python ``int``/``float``/``bool``/``str``; arrays of numbers become
-``numpy`` arrays (one bulk copy, which is why a 262,144-entry score table costs
-microseconds) and arrays of strings become ``list[str]``.
+``numpy`` arrays (one bulk copy each: see docs/performance.md, "Opening a model") and arrays
+of strings become ``list[str]``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,6 @@ GGML_TYPES: Final[dict[int, tuple[str, int, int]]] = {
     GGMLType.F64: ("F64", 1, 8),
     GGMLType.BF16: ("BF16", 1, 2),
 }
-GGML_TYPE_IDS: Final[dict[str, int]] = {v[0]: k for k, v in GGML_TYPES.items()}
 
 
 def type_name(type_id: int) -> str:
@@ -287,6 +286,10 @@ class _Parser:
         return out
 
 
+# A tensor as the header lists it: name, dims, ggml type, offset in the data, element count.
+_TensorEntry = tuple[str, tuple[int, ...], int, int, int]
+
+
 class GGUFFile:
     """An open GGUF file: ``metadata``, ``tensors`` (name -> :class:`TensorInfo`) and views.
 
@@ -320,6 +323,18 @@ class GGUFFile:
 
     def _parse(self) -> None:
         p = _Parser(self._map, self.file_size)
+        n_tensors, n_kv = self._read_header(p)
+        self._read_metadata(p, n_kv)
+        self._read_alignment()
+        infos = self._read_tensor_infos(p, n_tensors)
+        data_start = p.pos + (-p.pos) % self.alignment
+        if data_start > self.file_size:
+            raise GGUFError(f"tensor data would start at {data_start}, past the end of the file")
+        self.data_offset = data_start
+        self._place_tensors(infos)
+
+    def _read_header(self, p: _Parser) -> tuple[int, int]:
+        """Magic and version; the tensor and metadata counts, checked against the file size."""
         magic = self._map[0:4]
         if magic != GGUF_MAGIC:
             raise GGUFError(f"bad magic {magic!r} at offset 0: not a GGUF file (expected b'GGUF')")
@@ -339,7 +354,9 @@ class GGUFFile:
             raise GGUFError(f"metadata count {n_kv} at offset 16 exceeds what the file can hold")
         if n_tensors > (self.file_size - p.pos) // 32:
             raise GGUFError(f"tensor count {n_tensors} at offset 8 exceeds what the file can hold")
+        return n_tensors, n_kv
 
+    def _read_metadata(self, p: _Parser, n_kv: int) -> None:
         for _ in range(n_kv):
             key_off = p.pos
             key = p.string("metadata key")
@@ -353,6 +370,7 @@ class GGUFFile:
             self.metadata[key] = p.value(vtype, f"metadata {key!r}", 0)
             self.value_types[key] = vtype
 
+    def _read_alignment(self) -> None:
         align_obj = self.metadata.get("general.alignment")
         if align_obj is not None:
             if self.value_types["general.alignment"] != T_UINT32:
@@ -362,7 +380,9 @@ class GGUFFile:
                 raise GGUFError(f"general.alignment {align} is not a power of two in 1..2^20")
             self.alignment = align
 
-        infos: list[tuple[str, tuple[int, ...], int, int, int]] = []
+    def _read_tensor_infos(self, p: _Parser, n_tensors: int) -> list[_TensorEntry]:
+        """``(name, dims, type, offset in the data, elements)`` of each tensor, in file order."""
+        infos: list[_TensorEntry] = []
         names: set[str] = set()
         for i in range(n_tensors):
             t_off = p.pos
@@ -372,35 +392,39 @@ class GGUFFile:
             if name in names:
                 raise GGUFError(f"duplicate tensor name {name!r} at offset {t_off}")
             names.add(name)
-            n_dims = p.u32(f"tensor {name!r} dimension count")
-            if n_dims == 0 or n_dims > MAX_DIMS:
-                raise GGUFError(
-                    f"tensor {name!r} at offset {t_off} has {n_dims} dimensions; 1..{MAX_DIMS} allowed"
-                )
-            dims_list: list[int] = []
-            n_el = 1
-            for _d in range(n_dims):
-                d = p.u64(f"tensor {name!r} dimension")
-                if d == 0:
-                    raise GGUFError(f"tensor {name!r} at offset {t_off} has a zero dimension")
-                n_el *= d
-                if n_el >= 1 << 62:
-                    raise GGUFError(f"tensor {name!r} at offset {t_off}: dimensions overflow")
-                dims_list.append(d)
+            dims, n_el = self._read_dims(p, name, t_off)
             type_id = p.u32(f"tensor {name!r} type")
             if type_id not in GGML_TYPES:
                 raise GGUFError(
                     f"tensor {name!r} at offset {t_off} has unknown ggml type {type_id}"
                 )
             rel = p.u64(f"tensor {name!r} offset")
-            infos.append((name, tuple(dims_list), type_id, rel, n_el))
+            infos.append((name, dims, type_id, rel, n_el))
+        return infos
 
-        data_start = p.pos + (-p.pos) % self.alignment
-        if data_start > self.file_size:
-            raise GGUFError(f"tensor data would start at {data_start}, past the end of the file")
-        self.data_offset = data_start
+    def _read_dims(self, p: _Parser, name: str, t_off: int) -> tuple[tuple[int, ...], int]:
+        """A tensor's dimensions and element count."""
+        n_dims = p.u32(f"tensor {name!r} dimension count")
+        if n_dims == 0 or n_dims > MAX_DIMS:
+            raise GGUFError(
+                f"tensor {name!r} at offset {t_off} has {n_dims} dimensions; 1..{MAX_DIMS} allowed"
+            )
+        dims_list: list[int] = []
+        n_el = 1
+        for _d in range(n_dims):
+            d = p.u64(f"tensor {name!r} dimension")
+            if d == 0:
+                raise GGUFError(f"tensor {name!r} at offset {t_off} has a zero dimension")
+            n_el *= d
+            if n_el >= 1 << 62:
+                raise GGUFError(f"tensor {name!r} at offset {t_off}: dimensions overflow")
+            dims_list.append(d)
+        return tuple(dims_list), n_el
+
+    def _place_tensors(self, infos: list[_TensorEntry]) -> None:
+        """Check that each tensor's data is aligned and inside the file; fill ``tensors``."""
+        data_start = self.data_offset
         data_size = self.file_size - data_start
-
         for name, dims, type_id, rel, n_el in infos:
             tname, block, bsize = GGML_TYPES[type_id]
             if dims[0] % block != 0:

@@ -438,6 +438,13 @@ class Grammar:
                 raise JsonSchemaError(f"{where}.enum must be a non-empty list")
             n.literals = frozenset(json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode() for v in values)
             return idx
+        self._compile_type(n, schema, where)
+        self._compile_object(n, schema, where)
+        self._compile_array(n, schema, where)
+        self._compile_string(n, idx, schema, where)
+        return idx
+
+    def _compile_type(self, n: SchemaNode, schema: dict[str, Any], where: str) -> None:
         t = schema.get("type")
         if t is not None:
             names = t if isinstance(t, list) else [t]
@@ -447,6 +454,9 @@ class Grammar:
                     raise JsonSchemaError(f"{where}.type {name!r} is not a JSON Schema type")
                 bits |= _TYPE_BITS[name]
             n.types = bits
+
+    def _compile_object(self, n: SchemaNode, schema: dict[str, Any], where: str) -> None:
+        """``properties``, ``required`` and ``additionalProperties``."""
         props = schema.get("properties")
         if props is not None:
             if not isinstance(props, dict):
@@ -466,6 +476,8 @@ class Grammar:
             n.extra = -1
         else:
             n.extra = self._compile(extra, f"{where}.additionalProperties")
+
+    def _compile_array(self, n: SchemaNode, schema: dict[str, Any], where: str) -> None:
         items = schema.get("items", True)
         n.items = self._compile(items, f"{where}.items")
         for key in ("minItems", "maxItems"):
@@ -474,6 +486,9 @@ class Grammar:
                 raise JsonSchemaError(f"{where}.{key} must be a non-negative integer")
         n.min_items = int(schema.get("minItems", 0))
         n.max_items = int(schema.get("maxItems", -1))
+
+    def _compile_string(self, n: SchemaNode, idx: int, schema: dict[str, Any], where: str) -> None:
+        """``minLength``, ``maxLength`` and ``pattern`` (node ``idx`` is ``n``)."""
         for key in ("minLength", "maxLength"):
             v = schema.get(key)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 10_000):
@@ -489,7 +504,6 @@ class Grammar:
             n.pattern = Regex(schema["pattern"])
             self.pattern_ids[idx] = len(self.patterns)
             self.patterns.append(n.pattern)
-        return idx
 
     # -------------------------------------------------------------- matching
     def step(self, state: State, c: int) -> State:
@@ -948,10 +962,6 @@ class ConstraintFactory:
 
     def new(self) -> JsonConstraint:
         return JsonConstraint(self.cache, self.token_bytes)
-
-
-ANY_JSON: Final[dict[str, Any]] = {}
-OBJECT_JSON: Final[dict[str, Any]] = {"type": "object"}
 
 
 def check_schema(schema: Any) -> None:

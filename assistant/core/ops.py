@@ -25,16 +25,15 @@ _EXP_MAX: Final = np.float32(88.0)
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
     """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
     if x.ndim == 2 and x.shape[0] == 1:
-        # One row (decoding): a BLAS dot and scalar math instead of five small-array calls;
-        # each numpy call costs microseconds, and this runs 60 times per token.
+        # One row (decoding): a BLAS dot and scalar math instead of five small-array calls,
+        # each with numpy's fixed per-call cost (docs/performance.md, "numpy operations").
         row = x[0]
         inv = np.float32(1.0 / math.sqrt(float(np.dot(row, row)) / row.shape[0] + eps))
         out = x * inv
         out *= weight
         return out
     # Sums of squares in one pass without a squared temporary (einsum), then small-array
-    # math and two passes over x: on (256, 576..896) chunks and Gemma's (4, 256, 256)
-    # per-head norms, 1.22-1.25x faster than square + reduce + three full-size products.
+    # math and two passes over x (measured in docs/performance.md, "numpy operations").
     inv = np.einsum("...i,...i->...", x, x)[..., None]  # (..., 1)
     inv *= np.float32(1.0 / x.shape[-1])
     inv += np.float32(eps)
@@ -73,11 +72,9 @@ def geglu(gu: F32, f: int) -> F32:
 def gelu_tanh(x: F32) -> F32:
     """GELU with the tanh approximation (ggml's ``gelu``).
 
-    ``0.5 x (1 + tanh(z))`` is computed as the identical ``x / (1 + exp(-2z))``: numpy's
-    float32 ``exp`` costs 2.5 ns per element here against ``tanh``'s 4, and the form needs
-    7 passes instead of 9 (plus a clamp). On a (256, 2048) prompt chunk: 3.16 -> 1.93 ms,
-    the same largest error against float64 (5e-7); a whole Gemma 3 prefill of 512 tokens,
-    interleaved in one process: 1.03x.
+    ``0.5 x (1 + tanh(z))`` is computed as the identical ``x / (1 + exp(-2z))``: ``exp`` is
+    cheaper than ``tanh`` and the form needs fewer passes, with the same error against float64
+    (docs/performance.md, "numpy operations").
     """
     inner = x * x
     inner *= _GELU_A
@@ -122,9 +119,8 @@ def rope_inv_freq(head_dim: int, n_rot: int, base: float, freq_scale: float,
     return inv
 
 
-# Up to this head size, decoding rotates with a (head_dim, head_dim) matrix product: for
-# 64 it takes half the time of the elementwise form (7.6 vs 16.1 us for 12 heads); at 256
-# (Gemma) the 256 KB matrix makes it slower.
+# Up to this head size, decoding rotates with a (head_dim, head_dim) matrix product, faster
+# than the elementwise form for small heads only (docs/performance.md, "numpy operations").
 ROPE_MATRIX_MAX_DIM: Final = 128
 
 
@@ -214,10 +210,7 @@ _MASK_CACHE_BYTES: Final = 8 << 20
 # Prompt chunks attend in blocks of this many query rows, each against only the keys its
 # rows can see (causal, and within a sliding window): a 256-token chunk at the start of a
 # prompt then computes 3/4 of the scores (and their exp), one after 256 cached tokens 7/8.
-# One layer's attention over a 512-token prompt's two chunks, interleaved in one process,
-# blocks of 256 rows (none) vs 128: SmolLM2 11.2 -> 9.8 ms, Qwen2 19.8 -> 16.3, Gemma 3
-# 9.4 -> 8.8 (its 256-wide heads spend more in the products than in softmax); 64-row
-# blocks were within 4% of 128.
+# The block size is measured in docs/performance.md, "numpy operations".
 ATTENTION_ROW_BLOCK: Final = 128
 
 
@@ -270,10 +263,9 @@ def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window
     s = k.shape[1]
     group = n_heads // n_kv
     rows = group * t
-    # Decoding: OpenBLAS's Haswell sgemm takes longer for 2 or 3 rows than for 4 (20 and
-    # 25 us vs 14 us against 576 keys), so a group of 2-3 query heads gets zero rows padded
-    # in, sliced off after. Whole op, cold K/V, interleaved: SmolLM2 (3 per group) 1.09-1.14x
-    # faster; for 7 rows padding to 8 was 0.97x, and 1 row is a gemv, so neither is padded.
+    # Decoding: OpenBLAS's sgemm takes longer for 2 or 3 rows than for 4, so a group of 2-3
+    # query heads gets zero rows padded in, sliced off after (docs/performance.md, "numpy
+    # operations"); 7 rows and 1 row (a gemv) are not padded.
     pad = 4 - rows if t == 1 and 2 <= rows <= 3 else 0
     qg = q.reshape(n_kv, rows, hd)
     if pad:
@@ -288,7 +280,7 @@ def _attend_keys(q: F32, k: F32, v: F32, pos: int, k0: int, scale: float, window
         softcap_inplace(live, softcap)
     # Decoding rows get only their window's keys (see attention), so they need no mask.
     if t > 1 or (window > 0 and s > window):
-        # One broadcast add of 0 / -inf: ~4x faster than boolean-mask assignment.
+        # One broadcast add of 0 / -inf, faster than boolean-mask assignment (docs/performance.md).
         live += _additive_mask(pos, t, k0, s, window)
     softmax_inplace(live)
     out = np.matmul(scores, v)  # (n_kv, rows + pad, hd); padded rows are 0 * V

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Final
+from dataclasses import dataclass
+from typing import Callable, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,42 +38,72 @@ class Stopped(Exception):
     """Raised inside a forward pass when the caller asked to stop."""
 
 
+@dataclass
 class ModelArgs:
-    """Hyper-parameters common to the supported architectures."""
+    """Hyper-parameters common to the supported architectures, read from GGUF metadata.
 
-    def __init__(self, f: GGUFFile) -> None:
+    Each architecture module subclasses it with the settings its layers add (defaults
+    in the fields, metadata read in :meth:`read_arch`); :meth:`from_gguf` builds either.
+    """
+
+    arch: str
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    eps: float
+    rope_base: float
+    n_rot: int
+    rope_freq_scale: float
+    n_ctx_train: int
+    sliding_window: int
+    n_vocab: int
+
+    @classmethod
+    def from_gguf(cls: type[A], f: GGUFFile) -> A:
+        """The arguments of ``f`` (``ValueError`` when the metadata is missing or contradictory)."""
         arch = f.architecture
-        self.arch = arch
         p = arch + "."
-
-        def need(key: str) -> int:
-            v = f.get_int(p + key, -1)
-            if v <= 0:
-                raise ValueError(f"{f.path}: metadata {p + key} is missing or not positive")
-            return v
-
-        self.dim = need("embedding_length")
-        self.n_layers = need("block_count")
-        self.n_heads = need("attention.head_count")
-        self.n_kv_heads = f.get_int(p + "attention.head_count_kv", self.n_heads)
-        self.head_dim = f.get_int(p + "attention.key_length", self.dim // self.n_heads)
-        self.ffn_dim = need("feed_forward_length")
-        self.eps = f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5)
-        self.rope_base = f.get_float(p + "rope.freq_base", 10000.0)
-        self.n_rot = f.get_int(p + "rope.dimension_count", self.head_dim)
+        dim = _positive(f, p + "embedding_length")
+        n_layers = _positive(f, p + "block_count")
+        n_heads = _positive(f, p + "attention.head_count")
+        n_kv_heads = f.get_int(p + "attention.head_count_kv", n_heads)
+        head_dim = f.get_int(p + "attention.key_length", dim // n_heads)
+        ffn_dim = _positive(f, p + "feed_forward_length")
+        eps = f.get_float(p + "attention.layer_norm_rms_epsilon", 1e-5)
+        rope_base = f.get_float(p + "rope.freq_base", 10000.0)
+        n_rot = f.get_int(p + "rope.dimension_count", head_dim)
         scaling = f.get_str(p + "rope.scaling.type", "")
         factor = f.get_float(p + "rope.scaling.factor", 0.0)
-        self.rope_freq_scale = 1.0 / factor if scaling == "linear" and factor > 0 else 1.0
-        self.n_ctx_train = f.get_int(p + "context_length", 2048)
-        self.sliding_window = f.get_int(p + "attention.sliding_window", 0)
+        rope_freq_scale = 1.0 / factor if scaling == "linear" and factor > 0 else 1.0
+        n_ctx_train = f.get_int(p + "context_length", 2048)
+        sliding_window = f.get_int(p + "attention.sliding_window", 0)
         emb = f.tensor_info("token_embd.weight")
-        self.n_vocab = emb.shape[0]
-        if self.n_heads % max(1, self.n_kv_heads) != 0 or self.n_kv_heads <= 0:
-            raise ValueError(f"{arch}: {self.n_heads} heads cannot be grouped over {self.n_kv_heads} KV heads")
-        if self.n_rot > self.head_dim or self.n_rot % 2 or self.head_dim <= 0:
-            raise ValueError(f"{arch}: rope dimension {self.n_rot} exceeds the head size {self.head_dim} or is odd")
-        if emb.shape[1] != self.dim:
-            raise ValueError(f"token_embd.weight has width {emb.shape[1]}, expected {self.dim}")
+        if n_heads % max(1, n_kv_heads) != 0 or n_kv_heads <= 0:
+            raise ValueError(f"{arch}: {n_heads} heads cannot be grouped over {n_kv_heads} KV heads")
+        if n_rot > head_dim or n_rot % 2 or head_dim <= 0:
+            raise ValueError(f"{arch}: rope dimension {n_rot} exceeds the head size {head_dim} or is odd")
+        if emb.shape[1] != dim:
+            raise ValueError(f"token_embd.weight has width {emb.shape[1]}, expected {dim}")
+        args = cls(arch, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, eps, rope_base, n_rot,
+                   rope_freq_scale, n_ctx_train, sliding_window, emb.shape[0])
+        args.read_arch(f)
+        return args
+
+    def read_arch(self, f: GGUFFile) -> None:
+        """Read the metadata an architecture adds (subclasses; the common fields are set)."""
+
+
+A = TypeVar("A", bound=ModelArgs)
+
+
+def _positive(f: GGUFFile, key: str) -> int:
+    v = f.get_int(key, -1)
+    if v <= 0:
+        raise ValueError(f"{f.path}: metadata {key} is missing or not positive")
+    return v
 
 
 class KVCache:
@@ -116,20 +147,6 @@ class KVCache:
         """Forget everything from position ``n`` on (the stale entries are overwritten later)."""
         self.n = min(self.n, n)
         del self.tokens[n:]
-
-    def shift(self, keep: int, discard: int) -> None:
-        """Drop ``discard`` positions after the first ``keep`` (for a context shift).
-
-        Keys were rotated for their old positions; the caller re-encodes instead when exact
-        positions matter. Here the remaining entries move down, as llama.cpp's
-        ``kv_cache_seq_rm`` + ``seq_add`` do before re-rotation.
-        """
-        n = self.n
-        for layer in range(len(self.k)):
-            self.k[layer][:, keep:n - discard] = self.k[layer][:, keep + discard:n]
-            self.v[layer][:, keep:n - discard] = self.v[layer][:, keep + discard:n]
-        self.n = n - discard
-        del self.tokens[keep:keep + discard]
 
 
 class Block:

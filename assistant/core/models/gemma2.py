@@ -14,34 +14,40 @@ Gemma 3's layer (see :mod:`.gemma3`) without q/k norms, and with:
 from __future__ import annotations
 
 import math
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, cast
 
 from ..gguf import GGUFFile
 from ..ops import Rope
-from ..transformer import Block, ModelArgs, Transformer
-from .gemma3 import GemmaBlock, gemma_layer_tensors
+from ..transformer import Block, ModelArgs
+from .gemma3 import Gemma, GemmaArgs, GemmaBlock
 
 # Gemma 2 27B's layer count: its query scale is 1/sqrt(dim / n_heads).
 LAYERS_27B: Final = 46
 
 
-class Gemma2(Transformer):
-    """Gemma 2 (text)."""
+@dataclass
+class Gemma2Args(GemmaArgs):
+    attn_softcap: float = 50.0  # attn_logit_softcapping
+    final_softcap: float = 30.0  # final_logit_softcapping
 
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        args = ModelArgs(f)
-        super().__init__(f, args, memory)
-        self.embed_scale = math.sqrt(args.dim)
-        per_head = args.dim / args.n_heads if args.n_layers == LAYERS_27B else args.head_dim
+    def read_arch(self, f: GGUFFile) -> None:
+        per_head = self.dim / self.n_heads if self.n_layers == LAYERS_27B else self.head_dim
         self.query_scale = 1.0 / math.sqrt(per_head)
         self.attn_softcap = f.get_float("gemma2.attn_logit_softcapping", 50.0)
         self.final_softcap = f.get_float("gemma2.final_logit_softcapping", 30.0)
-        self.rope = Rope(args.head_dim, args.n_rot, args.rope_base, args.rope_freq_scale)
+
+
+class Gemma2(Gemma):
+    """Gemma 2 (text)."""
+
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
+        super().__init__(f, args, memory)
+        a = cast(Gemma2Args, args)
+        self.attn_softcap = a.attn_softcap
+        self.final_softcap = a.final_softcap
+        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale)
 
     def make_block(self, layer: int) -> Block:
         window = self.args.sliding_window if layer % 2 == 0 else 0
-        return GemmaBlock(self.args, self.loader, layer, self.rope, window, self.query_scale,
-                          qk_norm=False, softcap=self.attn_softcap)
-
-    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
-        return gemma_layer_tensors(self.args, layer, qk_norm=False)
+        return GemmaBlock(self.gemma_args, self.loader, layer, self.rope, window, self.attn_softcap)

@@ -14,42 +14,37 @@
 from __future__ import annotations
 
 import math
-from typing import Final
-
-import numpy as np
-import numpy.typing as npt
+from dataclasses import dataclass
+from typing import Final, cast
 
 from ..gguf import GGUFFile
 from ..ops import Rope
-from ..transformer import Block
-from ..weights import Linear, WeightLoader
-from .llama import Llama, LlamaBlock, llama_layer_tensors
+from ..transformer import Block, ModelArgs
+from .llama import Llama, LlamaArgs, LlamaBlock
 
 # llama.cpp rounds the context size up to a multiple of this before choosing the factors.
 CTX_PAD: Final = 256
 
 
-class Phi3Block(LlamaBlock):
-    """A LLaMA block whose q/k/v and gate/up come fused in the file."""
+@dataclass
+class Phi3Args(LlamaArgs):
+    permute_qk: bool = False
+    fused: bool = True
+    attn_factor: float = 1.0  # rope.scaling.attn_factor
+    original_ctx: int = 0  # rope.scaling.original_context_length (default: the training context)
 
-    def load_qkv(self, loader: WeightLoader, p: str, perms: list[npt.NDArray[np.intp] | None],
-                 biases: list[str] | None) -> Linear:
-        return loader.linear([p + "attn_qkv.weight"])
-
-    def load_gate_up(self, loader: WeightLoader, p: str) -> Linear:
-        return loader.linear([p + "ffn_up.weight"])
+    def read_arch(self, f: GGUFFile) -> None:
+        self.attn_factor = f.get_float("phi3.rope.scaling.attn_factor", 1.0)
+        self.original_ctx = f.get_int("phi3.rope.scaling.original_context_length", self.n_ctx_train)
 
 
 class Phi3(Llama):
     """Phi-3 family."""
 
-    permute_qk: bool = False
-
-    def __init__(self, f: GGUFFile, memory: str = "speed") -> None:
-        super().__init__(f, memory)
-        a = self.args
-        self.attn_factor = f.get_float("phi3.rope.scaling.attn_factor", 1.0)
-        self.original_ctx = f.get_int("phi3.rope.scaling.original_context_length", a.n_ctx_train)
+    def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
+        super().__init__(f, args, memory)
+        a = cast(Phi3Args, args)
+        self.phi3_args = a
         self.long_factors = self.loader.optional_vector("rope_factors_long.weight")
         self.short_factors = self.loader.optional_vector("rope_factors_short.weight")
         for name, factors in (("long", self.long_factors), ("short", self.short_factors)):
@@ -61,15 +56,13 @@ class Phi3(Llama):
     def set_context(self, n_ctx: int) -> None:
         a = self.args
         padded = (n_ctx + CTX_PAD - 1) // CTX_PAD * CTX_PAD
-        factors = self.long_factors if padded > self.original_ctx else self.short_factors
+        factors = self.long_factors if padded > self.phi3_args.original_ctx else self.short_factors
         self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, factors)
         for b in self._blocks:  # blocks built already rotate with the new factors
             if isinstance(b, LlamaBlock):
-                b.rope = self.rope
+                b.attn.rope = self.rope
 
     def make_block(self, layer: int) -> Block:
-        scale = self.attn_factor * self.attn_factor / math.sqrt(self.args.head_dim)
-        return Phi3Block(self.args, self.loader, layer, self.rope, False, False, False, scale)
-
-    def layer_tensors(self, layer: int) -> list[tuple[str, tuple[int, ...]]]:
-        return llama_layer_tensors(self.args, layer, qkv_fused=True)
+        factor = self.phi3_args.attn_factor
+        scale = factor * factor / math.sqrt(self.args.head_dim)
+        return LlamaBlock(self.phi3_args, self.loader, layer, self.rope, scale)

@@ -6,11 +6,14 @@ permutation is needed.
 
 from __future__ import annotations
 
-from .llama import Llama
+from dataclasses import dataclass
+
+from .llama import LlamaArgs
 
 
-class Qwen2(Llama):
-    """Qwen2: LLaMA blocks with q/k/v biases and NEOX rope."""
+@dataclass
+class Qwen2Args(LlamaArgs):
+    """Qwen2's differences from LLaMA: q/k/v biases, q/k rows already in NEOX order."""
 
     permute_qk: bool = False
     qkv_bias: bool = True

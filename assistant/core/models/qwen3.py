@@ -7,11 +7,14 @@ of 1024). Its GGUF q/k rows are in NEOX order, like Qwen2's.
 
 from __future__ import annotations
 
-from .llama import Llama
+from dataclasses import dataclass
+
+from .llama import LlamaArgs
 
 
-class Qwen3(Llama):
-    """Qwen3: LLaMA blocks with q/k norms and NEOX rope."""
+@dataclass
+class Qwen3Args(LlamaArgs):
+    """Qwen3's differences from LLaMA: per-head q/k norms, q/k rows already in NEOX order."""
 
     permute_qk: bool = False
     qk_norm: bool = True

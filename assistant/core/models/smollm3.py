@@ -7,16 +7,11 @@ interleaved like LLaMA's.
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
 
-from ..ops import Rope
-from .llama import Llama
-
-NO_ROPE_LAYER_STEP: Final = 4
+from .llama import LlamaArgs
 
 
-class SmolLM3(Llama):
-    """SmolLM3: LLaMA with NoPE layers."""
-
-    def layer_rope(self, layer: int) -> Rope | None:
-        return None if (layer + 1) % NO_ROPE_LAYER_STEP == 0 else self.rope
+@dataclass
+class SmolLM3Args(LlamaArgs):
+    no_rope_layer_step: int = 4  # fixed for this architecture in llama.cpp, not in the metadata
