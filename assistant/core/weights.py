@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import kernels
-from .gguf import GGMLType, GGUFFile
+from .gguf import GGMLType, GGUFFile, TensorInfo
 from .quants import code_group, dequantize, dequantize_transposed, split_codes
 
 F32 = npt.NDArray[np.float32]
@@ -301,17 +301,8 @@ class WeightLoader:
         n_out = sum(i.shape[0] for i in infos)
         n_chunks = -(-n_out // kernels.W)
         if all(i.type_id == GGMLType.F16 for i in infos):
-            half = np.zeros((n_chunks * kernels.W, n_in), dtype=np.uint16)
-            r = 0
-            for info, p in zip(infos, perms):
-                rows = info.shape[0]
-                h = self.f.tensor_data(info.name).view(np.uint16).reshape(rows, n_in)
-                half[r:r + rows] = h if p is None else h[p]
-                r += rows
-            if bool(((half & np.uint16(0x7C00)) == np.uint16(0x7C00)).any()):
-                raise ValueError(f"{', '.join(names)}: float16 weights hold inf or NaN (corrupt file?)")
-            tiles = np.ascontiguousarray(half.reshape(n_chunks, kernels.W, n_in).transpose(0, 2, 1))
-            return QuantLinear(None, _NO_SCALES, _NO_SCALES, tiles, n_out, bias)
+            return QuantLinear(None, _NO_SCALES, _NO_SCALES, self._half_tiles(infos, perms, n_chunks),
+                               n_out, bias)
         groups = [code_group(i.type_id) for i in infos]
         if 0 in groups:
             return None
@@ -350,6 +341,22 @@ class WeightLoader:
         if len(offsets) == 1 and min(offsets) >= 0 and g % 2 == 0:
             lin.pack4(offsets.pop())
         return lin
+
+    def _half_tiles(self, infos: list[TensorInfo], perms: list[npt.NDArray[np.intp] | None],
+                    n_chunks: int) -> npt.NDArray[np.uint16]:
+        """F16 matrices fused into ``(C, n_in, W)`` tiles of float16 bits."""
+        n_in = infos[0].shape[1]
+        half = np.zeros((n_chunks * kernels.W, n_in), dtype=np.uint16)
+        r = 0
+        for info, p in zip(infos, perms):
+            rows = info.shape[0]
+            h = self.f.tensor_data(info.name).view(np.uint16).reshape(rows, n_in)
+            half[r:r + rows] = h if p is None else h[p]
+            r += rows
+        if bool(((half & np.uint16(0x7C00)) == np.uint16(0x7C00)).any()):
+            names = ", ".join(i.name for i in infos)
+            raise ValueError(f"{names}: float16 weights hold inf or NaN (corrupt file?)")
+        return np.ascontiguousarray(half.reshape(n_chunks, kernels.W, n_in).transpose(0, 2, 1))
 
     def output_head(self, name: str) -> Linear:
         """The vocabulary projection ``(dim, n_vocab)``, as a view of the ``(n_vocab, dim)`` rows."""
