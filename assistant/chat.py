@@ -15,7 +15,6 @@ Events are plain dicts, the same ones the websocket protocol sends (docs/protoco
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -129,7 +128,7 @@ class LocalBackend:
         self._constraints: dict[str, ConstraintFactory] = {}
 
     @classmethod
-    def load(cls, entry: ModelEntry, registry: Registry | None = None) -> "LocalBackend":
+    def load(cls, entry: ModelEntry) -> "LocalBackend":
         try:
             path = local_model_file(entry)
         except FileNotFoundError as err:
@@ -324,7 +323,7 @@ def backend_loader(entry: ModelEntry, registry: Registry | None = None,
     """A function that opens ``entry``'s backend: the local engine, or the factory its
     ``backend`` names. ChatError at once for a backend no plugin provides."""
     if entry.backend == "local":
-        return lambda: LocalBackend.load(entry, registry)
+        return lambda: LocalBackend.load(entry)
     found = plugin_backends() if factories is None else factories
     factory = found.get(entry.backend)
     if factory is None:
@@ -434,6 +433,3 @@ def merged_sampling(entry: ModelEntry, overrides: dict[str, Any] | None) -> Samp
         return base
     return parse_sampling(overrides, f"request for {entry.name}", base)
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") in ("1", "true", "yes")

@@ -27,7 +27,7 @@ from .chat import ChatRunner, ChatSettings, merged_sampling, parse_response_form
 from .errors import ChatError
 from .config import ModelEntry, Registry, load_registry
 from .core.tokenizer import TokenizerError
-from .store import Store, StoreError, open_store
+from .store import Store, StoreError, open_store, set_default_store
 from .tools import parse_slash_command, registered_tools, run_tool
 from .worker import Busy, ModelManager
 
@@ -263,7 +263,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                          "max_message_size": MAX_WS_MESSAGE_BYTES}
     send_timeout = float(cfg.get("WS_SEND_TIMEOUT", 30))
     registry: Registry = cfg.get("REGISTRY") or load_registry(cfg.get("CONFIG_PATH"))
-    store = open_store(cfg.get("DB_PATH"))
+    set_default_store(cfg.get("DB_PATH"))
+    store = open_store()
     from .plugin_manager import get_plugins
 
     factories: dict[str, Any] = dict(cfg.get("BACKEND_FACTORIES") or {})

@@ -429,9 +429,6 @@ class Store:
     def delete_note(self, nid: int) -> bool:
         return self._tx("DELETE FROM notes WHERE id=?", (nid,)).rowcount > 0
 
-    def integrity_ok(self) -> bool:
-        return bool(self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
-
 
 def _json(v: Any) -> str:
     return "" if v is None else json.dumps(v, ensure_ascii=False)
@@ -445,11 +442,19 @@ def _conversation(row: sqlite3.Row) -> dict[str, Any]:
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
+_default_path: list[Path | None] = [None]  # the process's database, once a server chose one
 
 
-def open_store(path: Path | None = None) -> Store:
-    """The store at ``path`` (default: ``data_dir()/assistant.db``), shared per process."""
-    p = Path(path) if path else data_dir() / "assistant.db"
+def set_default_store(path: Path | str | None) -> None:
+    """Make ``path`` the database that ``open_store()`` without a path opens (the server's
+    ``DB_PATH``), so plugins such as notes write beside the conversations."""
+    _default_path[0] = Path(path) if path else None
+
+
+def open_store(path: Path | str | None = None) -> Store:
+    """The store at ``path`` (default: the one :func:`set_default_store` chose, else
+    ``data_dir()/assistant.db``), shared per process."""
+    p = Path(path) if path else _default_path[0] or data_dir() / "assistant.db"
     key = str(p.resolve())
     with _stores_lock:
         s = _stores.get(key)
