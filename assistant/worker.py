@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterator
 
 from .chat import backend_loader
 from .errors import ChatError
+from .events import Event
 from .config import Registry
 from .process import release_free_memory
 
-Event = dict[str, Any]
 JobFn = Callable[[Any, Callable[[], bool]], Iterator[Event]]
 
 DEFAULT_QUEUE_CAP = 8
