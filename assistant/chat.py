@@ -182,7 +182,7 @@ class LocalBackend:
                                   stop=stop + list(settings.stop), logprobs=settings.logprobs,
                                   constraint=self.constraint(settings.json_schema))
 
-    def _piece_event(self, piece: Piece, settings: ChatSettings) -> Event:
+    def _token_event(self, piece: Piece, settings: ChatSettings) -> Event:
         """A ``token`` event; with logprobs, each alternative's text and bytes too."""
         ev: Event = {"type": "token", "text": piece.text, "id": piece.token}
         if settings.logprobs:
@@ -191,19 +191,16 @@ class LocalBackend:
             ev["top_logprobs"] = [self._alternative(t, lp) for t, lp in piece.top_logprobs]
         return ev
 
-    def _events(self, pieces: Iterator[Piece], settings: ChatSettings) -> Iterator[Event]:
-        """The events of one generation: a ``token`` per piece, then ``done`` with the stats.
-        The one place a :class:`Piece` becomes an :class:`Event`."""
-        for piece in pieces:
-            if not piece.done:
-                yield self._piece_event(piece, settings)
-                continue
-            if piece.text:
-                yield {"type": "token", "text": piece.text}
-            st = dict(piece.stats)
-            st["n_ctx"] = float(self.n_ctx)
-            st["context_used"] = st.get("prompt_tokens", 0.0) + st.get("generated_tokens", 0.0)
-            yield {"type": "done", "finish_reason": piece.finish_reason, "stats": st}
+    def _events(self, piece: Piece, settings: ChatSettings) -> list[Event]:
+        """A piece's events: a ``token``; the last piece's text and a ``done`` with the stats.
+        The one place a :class:`Piece` becomes events."""
+        if not piece.done:
+            return [self._token_event(piece, settings)]
+        st = dict(piece.stats)
+        st["n_ctx"] = float(self.n_ctx)
+        st["context_used"] = st.get("prompt_tokens", 0.0) + st.get("generated_tokens", 0.0)
+        done: Event = {"type": "done", "finish_reason": piece.finish_reason, "stats": st}
+        return [{"type": "token", "text": piece.text}, done] if piece.text else [done]
 
     def _alternative(self, tid: int, logprob: float) -> Alternative:
         raw = self.model.tokenizer.token_bytes(tid)
@@ -219,9 +216,6 @@ class LocalBackend:
                 raise
             # The file's template refuses a system role (Gemma 2's does): fold it into the first turn.
             return self.format.render(fold_system(messages), True, schemas)
-
-    def count_tokens(self, text: str) -> int:
-        return len(prompt_tokens(self.model.tokenizer, text))
 
     def fit(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings) -> tuple[list[int], int]:
         """Prompt ids for ``messages``, dropping the oldest turns (keeping the system prompt)
@@ -259,7 +253,8 @@ class LocalBackend:
                    "message": f"context trimmed: the {dropped} oldest message(s) no longer fit and were left out"}
         gen = self._generation(settings, list(self.format.stop) + list(self.entry.stop))
         try:
-            yield from self._events(self.model.generate(ids, gen, cancel), settings)
+            for piece in self.model.generate(ids, gen, cancel):
+                yield from self._events(piece, settings)
         except ContextFullError as err:
             raise ChatError(str(err)) from None
 
@@ -270,7 +265,7 @@ class LocalBackend:
         gen = self._generation(settings, list(self.format.stop) + list(self.entry.stop))
         try:
             for i, piece in self.model.generate_parallel(ids, n, gen, cancel):
-                for ev in self._events(iter((piece,)), settings):
+                for ev in self._events(piece, settings):
                     ev["index"] = i
                     yield ev
         except ContextFullError as err:
@@ -289,7 +284,8 @@ class LocalBackend:
             yield {"type": "done", "finish_reason": "length",
                    "stats": {"prompt_tokens": float(len(ids)), "generated_tokens": 0.0}}
             return
-        yield from self._events(self.model.generate(ids, self._generation(settings, []), cancel), settings)
+        for piece in self.model.generate(ids, self._generation(settings, []), cancel):
+            yield from self._events(piece, settings)
 
     def _prompt_event(self, ids: list[int], top: int) -> Event:
         """The prompt's tokens, each with its log-probability given the ones before (echo)."""
@@ -316,7 +312,8 @@ def plugin_backends() -> dict[str, Callable[[ModelEntry], Any]]:
 def backend_loader(entry: ModelEntry, registry: Registry | None = None,
                    factories: dict[str, Callable[[ModelEntry], Any]] | None = None) -> Callable[[], Any]:
     """A function that opens ``entry``'s backend: the local engine, or the factory its
-    ``backend`` names. ChatError at once for a backend no plugin provides."""
+    ``backend`` names. ChatError at once for a backend no plugin provides. ``registry`` is
+    not used (cli.py still passes it; drop both together)."""
     if entry.backend == "local":
         return lambda: LocalBackend.load(entry)
     found = plugin_backends() if factories is None else factories
@@ -374,7 +371,7 @@ class ChatRunner:
                 new_messages.append(tool_msg)
                 msgs.append(tool_msg)
 
-    def _round(self, events: Iterator[Event], markers: list[Any] | None,
+    def _round(self, events: Iterator[Event], markers: list[tuple[str, str]] | None,
                totals: dict[str, float]) -> Generator[Event, None, tuple[str, int, Event]]:
         """Pass one generation's events on, with tool-call markup held back from the visible
         text (``markers`` None: no tools, nothing held); returns (whole text, how much of it

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from flask import Blueprint
-from flask_sock import Sock
+from flask_sock import Sock  # type: ignore[import-untyped]  # ships no type hints
 
 from .answer_job import AnswerJob
 from .chat import ChatSettings, merged_sampling, parse_response_format
@@ -27,7 +27,7 @@ sock = Sock()
 COMMANDS = ("send", "regenerate", "edit")
 
 
-@sock.route("/ws", bp=bp)
+@sock.route("/ws", bp=bp)  # type: ignore[untyped-decorator]
 def ws_chat(ws: Any) -> None:
     state = app_state()
     # A client that never reads fills the socket buffers; without a timeout our sends (and

@@ -1,6 +1,6 @@
 """The one event type that flows from the engine to the clients.
 
-A backend turns each generated piece into an :class:`Event` (``LocalBackend._piece_event``);
+A backend turns each generated piece into events (``LocalBackend._events``);
 the chat layer, the model workers' queues and the answer job pass the same events on; at
 the edge each becomes what its client reads, in one function each:
 :func:`ws_frames` for the chat websocket (docs/protocol.md), and the OpenAI output classes

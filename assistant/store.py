@@ -197,9 +197,6 @@ class Store:
             self._tx(f"UPDATE conversations SET {k}=?, updated=? WHERE id=?", (v, _now(), cid))
         return self.get_conversation(cid)
 
-    def rename_conversation(self, cid: str, title: str) -> dict[str, Any]:
-        return self.update_conversation(cid, title=title)
-
     def delete_conversation(self, cid: str) -> bool:
         cur = self._tx("DELETE FROM conversations WHERE id=?", (cid,))
         return cur.rowcount > 0
@@ -345,13 +342,6 @@ class Store:
         """Make ``mid`` the end of the active branch (None: an empty conversation)."""
         self._tx("UPDATE conversations SET leaf_id=?, updated=? WHERE id=?", (mid, _now(), cid))
 
-    def delete_messages_from(self, cid: str, mid: int) -> int:
-        """Delete message ``mid`` and every later one; the leaf becomes the newest message left."""
-        cur = self._tx("DELETE FROM messages WHERE conversation_id=? AND id>=?", (cid, mid))
-        row = self._conn().execute("SELECT MAX(id) FROM messages WHERE conversation_id=?", (cid,)).fetchone()
-        self.set_leaf(cid, row[0])
-        return cur.rowcount
-
     # ------------------------------------------------------------ export / import
     def export_json(self, cid: str) -> dict[str, Any]:
         """The whole tree: every message with its ``id`` and ``parent`` (None for a first
@@ -380,7 +370,7 @@ class Store:
     def import_json(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
             raise StoreError("an imported conversation must be an object with a messages list")
-        title = data.get("title") if isinstance(data.get("title"), str) else "Imported chat"
+        title = data["title"] if isinstance(data.get("title"), str) else "Imported chat"
         conv = self.create_conversation(title=title, model=str(data.get("model", "")),
                                         system_prompt=str(data.get("system_prompt", "")))
         # A version-2 export names each message's parent by its exported id; older files

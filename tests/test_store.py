@@ -29,7 +29,7 @@ def test_conversation_lifecycle(store):
     msgs = store.messages(c["id"])
     assert [m["role"] for m in msgs] == ["user", "assistant"]
     assert msgs[1]["status"] == "complete" and msgs[1]["completion_tokens"] == 3
-    assert store.rename_conversation(c["id"], "Japan trip")["title"] == "Japan trip"
+    assert store.update_conversation(c["id"], title="Japan trip")["title"] == "Japan trip"
     assert [x["id"] for x in store.search("Kyoto")] == [c["id"]]
     assert store.search("nothing-like-this") == []
     assert store.delete_conversation(c["id"])
@@ -48,15 +48,6 @@ def test_export_and_import(store):
     assert [m["content"] for m in store.messages(c2["id"])] == ["2+2?", "**4**"]
     with pytest.raises(StoreError):
         store.import_json({"messages": [{"role": "hacker", "content": "x"}]})
-
-
-def test_delete_from_message(store):
-    c = store.create_conversation()
-    a = store.add_message(c["id"], "user", "one")
-    store.add_message(c["id"], "assistant", "two")
-    store.add_message(c["id"], "user", "three")
-    store.delete_messages_from(c["id"], a + 1)
-    assert [m["content"] for m in store.messages(c["id"])] == ["one"]
 
 
 def test_branches_keep_every_alternative(store):
