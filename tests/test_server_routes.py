@@ -21,8 +21,10 @@ from server_util import ws_connect, ws_until
 @pytest.fixture()
 def client(tmp_path):
     from assistant.server import create_app
+    from assistant.store import set_default_store
 
-    return create_app({"DB_PATH": str(tmp_path / "db.sqlite")}).test_client()
+    yield create_app({"DB_PATH": str(tmp_path / "db.sqlite")}).test_client()
+    set_default_store(None)  # create_app made DB_PATH the process's store
 
 
 def test_settings_schema_lists_every_sampling_field(client):
