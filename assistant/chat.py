@@ -8,32 +8,32 @@ loop on top: when the model writes a tool call (tagged, bare or fenced JSON; see
 run with a time limit, its result appended as a ``tool`` message, and generation goes on,
 for at most ``MAX_TOOL_ROUNDS`` rounds.
 
-Events are plain dicts, the same ones the websocket protocol sends (docs/protocol.md):
-``token``, ``trimmed``, ``tool_call``, ``tool_result``, ``stats``, ``done``, ``error``.
+Events are :class:`assistant.events.Event` dicts (``token``, ``trimmed``, ``tool_call``,
+``tool_result``, ``done``, ``error``), which the server passes on to the websocket and the
+OpenAI API (docs/protocol.md).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from .config import ModelEntry, Registry, local_model_file
-from .core.engine import GenerationSettings, Model
+from .core.engine import GenerationSettings, Model, Piece
 from .core.json_constraint import ConstraintFactory, JsonSchemaError, check_schema
 from .core.sampling import SamplingSettings, TokenConstraint, log_softmax
 from .core.transformer import ContextFullError
 from .core.tokenizer import Tokenizer
 from .errors import ChatError
+from .events import Alternative, Event
 from .formats import PromptFormat, TemplateError, auto_format, fold_system, without_old_thinking
 from .loading import load_local_model
 from .plugin_manager import get_plugins
-from .toolcalls import parse_tool_calls, syntax_markers, visible_end
+from .toolcalls import ToolCall, parse_tool_calls, syntax_markers, visible_end
 from .tools import Tool, registered_tools, run_tool
 
-Event = dict[str, Any]
 Message = dict[str, Any]
 Cancel = Callable[[], bool]
 
@@ -129,7 +129,7 @@ class LocalBackend:
         self._constraints: dict[str, ConstraintFactory] = {}
 
     @classmethod
-    def load(cls, entry: ModelEntry, registry: Registry | None = None) -> "LocalBackend":
+    def load(cls, entry: ModelEntry) -> "LocalBackend":
         try:
             path = local_model_file(entry)
         except FileNotFoundError as err:
@@ -182,7 +182,7 @@ class LocalBackend:
                                   stop=stop + list(settings.stop), logprobs=settings.logprobs,
                                   constraint=self.constraint(settings.json_schema))
 
-    def _token_event(self, piece: Any, settings: ChatSettings) -> Event:
+    def _token_event(self, piece: Piece, settings: ChatSettings) -> Event:
         """A ``token`` event; with logprobs, each alternative's text and bytes too."""
         ev: Event = {"type": "token", "text": piece.text, "id": piece.token}
         if settings.logprobs:
@@ -191,7 +191,18 @@ class LocalBackend:
             ev["top_logprobs"] = [self._alternative(t, lp) for t, lp in piece.top_logprobs]
         return ev
 
-    def _alternative(self, tid: int, logprob: float) -> dict[str, Any]:
+    def _events(self, piece: Piece, settings: ChatSettings) -> list[Event]:
+        """A piece's events: a ``token``; the last piece's text and a ``done`` with the stats.
+        The one place a :class:`Piece` becomes events."""
+        if not piece.done:
+            return [self._token_event(piece, settings)]
+        st = dict(piece.stats)
+        st["n_ctx"] = float(self.n_ctx)
+        st["context_used"] = st.get("prompt_tokens", 0.0) + st.get("generated_tokens", 0.0)
+        done: Event = {"type": "done", "finish_reason": piece.finish_reason, "stats": st}
+        return [{"type": "token", "text": piece.text}, done] if piece.text else [done]
+
+    def _alternative(self, tid: int, logprob: float) -> Alternative:
         raw = self.model.tokenizer.token_bytes(tid)
         return {"id": tid, "token": raw.decode("utf-8", errors="replace"), "bytes": list(raw), "logprob": logprob}
 
@@ -205,9 +216,6 @@ class LocalBackend:
                 raise
             # The file's template refuses a system role (Gemma 2's does): fold it into the first turn.
             return self.format.render(fold_system(messages), True, schemas)
-
-    def count_tokens(self, text: str) -> int:
-        return len(prompt_tokens(self.model.tokenizer, text))
 
     def fit(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings) -> tuple[list[int], int]:
         """Prompt ids for ``messages``, dropping the oldest turns (keeping the system prompt)
@@ -229,48 +237,35 @@ class LocalBackend:
             del msgs[first]
             dropped += 1
 
+    def _prompt_ids(self, messages: list[Message], tools: list[dict[str, Any]] | None,
+                    settings: ChatSettings) -> tuple[list[int], int]:
+        try:
+            return self.fit(messages, tools, settings)
+        except TemplateError as err:
+            raise ChatError(str(err)) from None
+
     def stream(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings,
                cancel: Cancel | None) -> Iterator[Event]:
         """Events for one generation: ``trimmed``?, ``token``*, ``done`` (with stats)."""
-        try:
-            ids, dropped = self.fit(messages, tools, settings)
-        except TemplateError as err:
-            raise ChatError(str(err)) from None
+        ids, dropped = self._prompt_ids(messages, tools, settings)
         if dropped:
             yield {"type": "trimmed", "dropped": dropped,
                    "message": f"context trimmed: the {dropped} oldest message(s) no longer fit and were left out"}
         gen = self._generation(settings, list(self.format.stop) + list(self.entry.stop))
         try:
             for piece in self.model.generate(ids, gen, cancel):
-                if piece.done:
-                    if piece.text:
-                        yield {"type": "token", "text": piece.text}
-                    st = dict(piece.stats)
-                    st["n_ctx"] = float(self.n_ctx)
-                    st["context_used"] = st["prompt_tokens"] + st["generated_tokens"]
-                    yield {"type": "done", "finish_reason": piece.finish_reason, "stats": st}
-                else:
-                    yield self._token_event(piece, settings)
+                yield from self._events(piece, settings)
         except ContextFullError as err:
             raise ChatError(str(err)) from None
-
 
     def stream_parallel(self, messages: list[Message], tools: list[dict[str, Any]] | None, settings: ChatSettings,
                         n: int, cancel: Cancel | None) -> Iterator[Event]:
         """Like :meth:`stream` for ``n`` alternatives decoded as one batch; events carry ``index``."""
-        try:
-            ids, _dropped = self.fit(messages, tools, settings)
-        except TemplateError as err:
-            raise ChatError(str(err)) from None
+        ids, _dropped = self._prompt_ids(messages, tools, settings)
         gen = self._generation(settings, list(self.format.stop) + list(self.entry.stop))
         try:
             for i, piece in self.model.generate_parallel(ids, n, gen, cancel):
-                if piece.done:
-                    if piece.text:
-                        yield {"type": "token", "text": piece.text, "index": i}
-                    yield {"type": "done", "finish_reason": piece.finish_reason, "stats": dict(piece.stats), "index": i}
-                else:
-                    ev = self._token_event(piece, settings)
+                for ev in self._events(piece, settings):
                     ev["index"] = i
                     yield ev
         except ContextFullError as err:
@@ -290,12 +285,7 @@ class LocalBackend:
                    "stats": {"prompt_tokens": float(len(ids)), "generated_tokens": 0.0}}
             return
         for piece in self.model.generate(ids, self._generation(settings, []), cancel):
-            if piece.done:
-                if piece.text:
-                    yield {"type": "token", "text": piece.text}
-                yield {"type": "done", "finish_reason": piece.finish_reason, "stats": dict(piece.stats)}
-            else:
-                yield self._token_event(piece, settings)
+            yield from self._events(piece, settings)
 
     def _prompt_event(self, ids: list[int], top: int) -> Event:
         """The prompt's tokens, each with its log-probability given the ones before (echo)."""
@@ -322,9 +312,10 @@ def plugin_backends() -> dict[str, Callable[[ModelEntry], Any]]:
 def backend_loader(entry: ModelEntry, registry: Registry | None = None,
                    factories: dict[str, Callable[[ModelEntry], Any]] | None = None) -> Callable[[], Any]:
     """A function that opens ``entry``'s backend: the local engine, or the factory its
-    ``backend`` names. ChatError at once for a backend no plugin provides."""
+    ``backend`` names. ChatError at once for a backend no plugin provides. ``registry`` is
+    not used (cli.py still passes it; drop both together)."""
     if entry.backend == "local":
-        return lambda: LocalBackend.load(entry, registry)
+        return lambda: LocalBackend.load(entry)
     found = plugin_backends() if factories is None else factories
     factory = found.get(entry.backend)
     if factory is None:
@@ -351,41 +342,21 @@ class ChatRunner:
         """Yield events; the final ``done`` event carries ``content`` (the answer) and
         ``new_messages`` (assistant/tool messages produced, for the transcript)."""
         tools = self.enabled_tools(settings)
-        msgs = without_old_thinking([self._apply_message_filters(m) for m in messages])
-        msgs = self._filter_messages(msgs)
+        msgs = self._filter_messages(without_old_thinking([self._apply_message_filters(m) for m in messages]))
         new_messages: list[Message] = []
         markers = syntax_markers() if tools else []
-        names = {t.name for t in tools}
+        schemas = [t.schema() for t in tools] or None
         totals = {"prompt_tokens": 0.0, "generated_tokens": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
-        last_done: Event = {}
         for round_no in range(MAX_TOOL_ROUNDS + 1):
-            text = ""
-            emitted = 0
-            schemas = [t.schema() for t in tools] or None
-            for ev in self.backend.stream(msgs, schemas, settings, cancel):
-                if ev["type"] == "token":
-                    text += ev["text"]
-                    # Hide tool-call markup from the visible stream; tool events show it.
-                    shown = visible_end(text, markers) if tools else len(text)
-                    if shown > emitted:
-                        out = dict(ev)
-                        out["text"] = text[emitted:shown]
-                        emitted = shown
-                        yield out
-                elif ev["type"] == "done":
-                    last_done = ev
-                    for k in totals:
-                        totals[k] += float(ev.get("stats", {}).get(k, 0.0))
-                else:
-                    yield ev
-            calls = parse_tool_calls(text, names, markers)[1] if tools else []
+            text, emitted, last_done = yield from self._round(
+                self.backend.stream(msgs, schemas, settings, cancel), markers if tools else None, totals)
+            calls = parse_tool_calls(text, {t.name for t in tools}, markers)[1] if tools else []
             if not calls or last_done.get("finish_reason") == "cancelled" or round_no == MAX_TOOL_ROUNDS:
                 if emitted < len(text) and not calls:
                     yield {"type": "token", "text": text[emitted:]}
                 content = self._filter_output(text)
                 new_messages.append({"role": "assistant", "content": content})
-                stats = dict(last_done.get("stats", {}))
-                stats.update(totals)
+                stats = dict(last_done.get("stats", {})) | totals
                 yield {"type": "done", "finish_reason": last_done.get("finish_reason", "stop"),
                        "stats": stats, "content": content, "new_messages": new_messages}
                 return
@@ -394,20 +365,45 @@ class ChatRunner:
             msgs.append(new_messages[-1])
             for call in calls:
                 yield {"type": "tool_call", "name": call.name, "arguments": call.arguments, "error": call.error}
-                if call.error:
-                    content = f"error: {call.error}"
-                    ok = False
-                elif call.name not in {t.name for t in tools}:
-                    content = f"error: there is no tool named {call.name!r}; available: {', '.join(t.name for t in tools)}"
-                    ok = False
-                else:
-                    res = run_tool(self.all_tools[call.name], call.arguments)
-                    content = res.content if res.ok else f"error: {res.content}"
-                    ok = res.ok
+                content, ok = self._call(call, tools)
                 yield {"type": "tool_result", "name": call.name, "ok": ok, "content": content}
                 tool_msg = {"role": "tool", "name": call.name, "content": content}
                 new_messages.append(tool_msg)
                 msgs.append(tool_msg)
+
+    def _round(self, events: Iterator[Event], markers: list[tuple[str, str]] | None,
+               totals: dict[str, float]) -> Generator[Event, None, tuple[str, int, Event]]:
+        """Pass one generation's events on, with tool-call markup held back from the visible
+        text (``markers`` None: no tools, nothing held); returns (whole text, how much of it
+        was shown, its ``done``)."""
+        text = ""
+        emitted = 0
+        last_done: Event = {"type": "done"}
+        for ev in events:
+            if ev["type"] == "token":
+                text += ev["text"]
+                shown = visible_end(text, markers) if markers is not None else len(text)
+                if shown > emitted:
+                    out = ev.copy()
+                    out["text"] = text[emitted:shown]
+                    emitted = shown
+                    yield out
+            elif ev["type"] == "done":
+                last_done = ev
+                for k in totals:
+                    totals[k] += float(ev.get("stats", {}).get(k, 0.0))
+            else:
+                yield ev
+        return text, emitted, last_done
+
+    def _call(self, call: ToolCall, tools: list[Tool]) -> tuple[str, bool]:
+        """Run one call the model wrote: (what the model reads back, whether it worked)."""
+        if call.error:
+            return f"error: {call.error}", False
+        if call.name not in {t.name for t in tools}:
+            return f"error: there is no tool named {call.name!r}; available: {', '.join(t.name for t in tools)}", False
+        res = run_tool(self.all_tools[call.name], call.arguments)
+        return (res.content if res.ok else f"error: {res.content}"), res.ok
 
     def _apply_message_filters(self, m: Message) -> Message:
         return {k: v for k, v in m.items() if k in ("role", "content", "name", "tool_calls")}
@@ -434,6 +430,3 @@ def merged_sampling(entry: ModelEntry, overrides: dict[str, Any] | None) -> Samp
         return base
     return parse_sampling(overrides, f"request for {entry.name}", base)
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") in ("1", "true", "yes")

@@ -37,10 +37,9 @@ _last_trim = [0.0]
 def release_free_memory(min_interval: float = TRIM_INTERVAL_S) -> bool:
     """Hand the memory malloc holds free back to the system (glibc's ``malloc_trim``).
 
-    glibc keeps freed heap memory for reuse; in a long-running server that shows up as RSS
-    creeping up by about a kilobyte per chat turn, though nothing is alive in it: one trim
-    after 600 turns took the process 6 MB below where it started. Called when a model's
-    queue runs empty, at most every ``min_interval`` seconds. True if it trimmed.
+    glibc keeps freed heap memory for reuse, which a long-running server sees as slowly
+    rising RSS (docs/performance.md, "Server"). Called when a model's queue runs empty, at
+    most every ``min_interval`` seconds. True if it trimmed.
     """
     now = time.monotonic()
     if now - _last_trim[0] < min_interval:
@@ -56,12 +55,8 @@ def release_free_memory(min_interval: float = TRIM_INTERVAL_S) -> bool:
 def limit_malloc_arenas(n: int = DEFAULT_ARENAS) -> bool:
     """Cap glibc's malloc arenas at ``n`` (unless MALLOC_ARENA_MAX is set); True if applied.
 
-    The server runs every request on a new thread, and glibc gives threads their own arenas
-    (up to 8 per core). Memory freed in an arena is kept for reuse there, so an idle arena's
-    scraps add up: measured here, resident memory grew 1.46 KB per websocket chat with the
-    default and 0.14 to 0.18 KB with two arenas, at the same speed (`benchmarks/soak.py` shows the
-    effect over 30 minutes). numpy's big arrays are mmapped and unaffected. No-op elsewhere
-    than glibc.
+    The server runs every request on a new thread and glibc gives threads arenas of their own,
+    whose freed scraps add up (docs/performance.md, "Server"). No-op elsewhere than glibc.
     """
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False  # the user chose; glibc read it at startup

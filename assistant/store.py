@@ -197,9 +197,6 @@ class Store:
             self._tx(f"UPDATE conversations SET {k}=?, updated=? WHERE id=?", (v, _now(), cid))
         return self.get_conversation(cid)
 
-    def rename_conversation(self, cid: str, title: str) -> dict[str, Any]:
-        return self.update_conversation(cid, title=title)
-
     def delete_conversation(self, cid: str) -> bool:
         cur = self._tx("DELETE FROM conversations WHERE id=?", (cid,))
         return cur.rowcount > 0
@@ -345,13 +342,6 @@ class Store:
         """Make ``mid`` the end of the active branch (None: an empty conversation)."""
         self._tx("UPDATE conversations SET leaf_id=?, updated=? WHERE id=?", (mid, _now(), cid))
 
-    def delete_messages_from(self, cid: str, mid: int) -> int:
-        """Delete message ``mid`` and every later one; the leaf becomes the newest message left."""
-        cur = self._tx("DELETE FROM messages WHERE conversation_id=? AND id>=?", (cid, mid))
-        row = self._conn().execute("SELECT MAX(id) FROM messages WHERE conversation_id=?", (cid,)).fetchone()
-        self.set_leaf(cid, row[0])
-        return cur.rowcount
-
     # ------------------------------------------------------------ export / import
     def export_json(self, cid: str) -> dict[str, Any]:
         """The whole tree: every message with its ``id`` and ``parent`` (None for a first
@@ -380,7 +370,7 @@ class Store:
     def import_json(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
             raise StoreError("an imported conversation must be an object with a messages list")
-        title = data.get("title") if isinstance(data.get("title"), str) else "Imported chat"
+        title = data["title"] if isinstance(data.get("title"), str) else "Imported chat"
         conv = self.create_conversation(title=title, model=str(data.get("model", "")),
                                         system_prompt=str(data.get("system_prompt", "")))
         # A version-2 export names each message's parent by its exported id; older files
@@ -429,9 +419,6 @@ class Store:
     def delete_note(self, nid: int) -> bool:
         return self._tx("DELETE FROM notes WHERE id=?", (nid,)).rowcount > 0
 
-    def integrity_ok(self) -> bool:
-        return bool(self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok")
-
 
 def _json(v: Any) -> str:
     return "" if v is None else json.dumps(v, ensure_ascii=False)
@@ -445,11 +432,19 @@ def _conversation(row: sqlite3.Row) -> dict[str, Any]:
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
+_default_path: list[Path | None] = [None]  # the process's database, once a server chose one
 
 
-def open_store(path: Path | None = None) -> Store:
-    """The store at ``path`` (default: ``data_dir()/assistant.db``), shared per process."""
-    p = Path(path) if path else data_dir() / "assistant.db"
+def set_default_store(path: Path | str | None) -> None:
+    """Make ``path`` the database that ``open_store()`` without a path opens (the server's
+    ``DB_PATH``), so plugins such as notes write beside the conversations."""
+    _default_path[0] = Path(path) if path else None
+
+
+def open_store(path: Path | str | None = None) -> Store:
+    """The store at ``path`` (default: the one :func:`set_default_store` chose, else
+    ``data_dir()/assistant.db``), shared per process."""
+    p = Path(path) if path else _default_path[0] or data_dir() / "assistant.db"
     key = str(p.resolve())
     with _stores_lock:
         s = _stores.get(key)

@@ -13,17 +13,16 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-import time
 import traceback
 from collections import deque
 from typing import Any, Callable, Iterator
 
 from .chat import backend_loader
 from .errors import ChatError
+from .events import Event
 from .config import Registry
 from .process import release_free_memory
 
-Event = dict[str, Any]
 JobFn = Callable[[Any, Callable[[], bool]], Iterator[Event]]
 
 DEFAULT_QUEUE_CAP = 8
@@ -45,8 +44,6 @@ class Job:
         self.events: queue.Queue[Event | None] = queue.Queue()
         self._cancel = threading.Event()
         self.state = "queued"
-        self.created = time.monotonic()
-        self.finished = threading.Event()
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -152,7 +149,6 @@ class Worker:
         finally:
             job.state = "done"
             job.events.put(None)
-            job.finished.set()
 
 
 class ModelManager:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.request
@@ -57,5 +58,27 @@ class LiveServer:
         raise TimeoutError("the server did not become ready")
 
     def stop(self) -> None:
+        from assistant.store import set_default_store
+
         self.server.shutdown()
         self.state.manager.shutdown()
+        set_default_store(None)  # create_app made DB_PATH the process's store; later tests get their own
+
+
+def ws_received(ws, timeout: float):
+    """The frames a websocket receives, decoded, for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = ws.receive(timeout=1)
+        if raw is not None:
+            yield json.loads(raw)
+
+
+def ws_until(ws, kind: str, timeout: float = 120) -> list[dict]:
+    """The frames up to the first of type ``kind`` (``done`` also stops at an ``error``)."""
+    events = []
+    for ev in ws_received(ws, timeout):
+        events.append(ev)
+        if ev["type"] == kind or (kind == "done" and ev["type"] == "error"):
+            return events
+    raise TimeoutError(f"no {kind} event; got {events}")

@@ -287,6 +287,11 @@ def test_branches_from_regenerate_and_edit(tab):
 
 def test_settings_follow_the_conversation(tab):
     pg = tab.page
+    # The panel's fields are the server's: every sampling field (core/sampling.py), then max_tokens.
+    from assistant.core.sampling import SAMPLING_FIELDS
+
+    ids = pg.eval_on_selector_all("#settings input[type=number]", "els => els.map((e) => e.id)")
+    assert ids == [f"s-{f.name}" for f in SAMPLING_FIELDS] + ["s-max_tokens"]
     # A new chat starts from the model's defaults (scripted: temperature 0.3).
     assert pg.input_value("#s-temperature") == "0.3"
     pg.click("#settings-toggle")
@@ -306,10 +311,10 @@ def test_settings_follow_the_conversation(tab):
     assert "(temperature 0.9)" in tab.answers()[0]
     # Opening chat one brings back its model, system prompt and sampling, also after a reload.
     pg.click(f"#conversations li[data-id='{one}'] .conv-title")
-    wait(pg, "document.querySelector('#s-temperature').value == '0.55'")
+    wait(pg, "document.querySelector('#s-temperature')?.value == '0.55'")
     assert pg.input_value("#model") == "scripted" and pg.input_value("#system-prompt") == "Be brief."
-    pg.reload()
-    wait(pg, "document.querySelector('#s-temperature').value == '0.55'")
+    pg.reload()  # the fields come from /api/settings-schema a moment after the page loads
+    wait(pg, "document.querySelector('#s-temperature')?.value == '0.55'")
     assert pg.input_value("#system-prompt") == "Be brief."
 
 

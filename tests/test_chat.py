@@ -75,7 +75,7 @@ def test_context_policy_drops_oldest_turns_and_says_so(smollm2_path):
     reg = load_registry()
     entry = reg.get("smollm2")
     entry.context_length = 256
-    backend = LocalBackend.load(entry, reg)
+    backend = LocalBackend.load(entry)
     history = [{"role": "system", "content": "You are terse."}]
     for i in range(12):
         history += [{"role": "user", "content": f"Tell me fact {i} about the moon, in detail please."},

@@ -310,7 +310,7 @@ def test_tool_result_round_trip(client):
     from conftest import real_model_path
     from assistant.core.gguf import open_gguf
     from assistant.formats import auto_format
-    from assistant.server import _messages
+    from assistant.http import messages_field as _messages
 
     msgs = [{"role": "user", "content": TOOL_PROMPTS[0][0]}]
     r = client.chat.completions.create(model=QWEN, tools=TOOLS, temperature=0, max_tokens=120, messages=msgs)

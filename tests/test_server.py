@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from server_util import LiveServer, ws_connect as ws_connect_url
+from server_util import LiveServer, ws_connect as ws_connect_url, ws_until
 
 pytestmark = pytest.mark.real_model
 
@@ -38,20 +37,6 @@ def http(live, method, path, body=None, headers=None):
 
 def ws_connect(live):
     return ws_connect_url(f"ws://127.0.0.1:{live.port}/ws")
-
-
-def ws_until(ws, kind, timeout=120):
-    events = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        raw = ws.receive(timeout=1)
-        if raw is None:
-            continue
-        ev = json.loads(raw)
-        events.append(ev)
-        if ev["type"] == kind or (kind == "done" and ev["type"] == "error"):
-            return events
-    raise TimeoutError(f"no {kind} event; got {events}")
 
 
 def test_page_and_static_files(live):

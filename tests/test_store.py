@@ -29,7 +29,7 @@ def test_conversation_lifecycle(store):
     msgs = store.messages(c["id"])
     assert [m["role"] for m in msgs] == ["user", "assistant"]
     assert msgs[1]["status"] == "complete" and msgs[1]["completion_tokens"] == 3
-    assert store.rename_conversation(c["id"], "Japan trip")["title"] == "Japan trip"
+    assert store.update_conversation(c["id"], title="Japan trip")["title"] == "Japan trip"
     assert [x["id"] for x in store.search("Kyoto")] == [c["id"]]
     assert store.search("nothing-like-this") == []
     assert store.delete_conversation(c["id"])
@@ -48,15 +48,6 @@ def test_export_and_import(store):
     assert [m["content"] for m in store.messages(c2["id"])] == ["2+2?", "**4**"]
     with pytest.raises(StoreError):
         store.import_json({"messages": [{"role": "hacker", "content": "x"}]})
-
-
-def test_delete_from_message(store):
-    c = store.create_conversation()
-    a = store.add_message(c["id"], "user", "one")
-    store.add_message(c["id"], "assistant", "two")
-    store.add_message(c["id"], "user", "three")
-    store.delete_messages_from(c["id"], a + 1)
-    assert [m["content"] for m in store.messages(c["id"])] == ["one"]
 
 
 def test_branches_keep_every_alternative(store):
@@ -139,3 +130,26 @@ def test_stopped_and_interrupted_answers_stay_apart(store):
     assert "(stopped)" in md and "(interrupted)" not in md
     again = store.import_json(store.export_json(c["id"]))
     assert store.messages(again["id"])[-1]["status"] == "stopped"
+
+
+def test_notes_tool_writes_to_the_servers_database(tmp_path):
+    """The notes plugin keeps notes in the database the server was given, beside the
+    conversations, not in the default one under the data directory."""
+    from assistant.config import data_dir
+    from assistant.server import create_app
+    from assistant.store import set_default_store
+    from assistant.tools import run_tool
+
+    db = tmp_path / "server.sqlite"
+    app = create_app({"DB_PATH": str(db)})
+    state = app.extensions["assistant"]
+    try:
+        res = run_tool(state.tools["notes"], {"action": "add", "text": "buy oat milk"})
+        assert res.ok, res.content
+        assert Store(db).list_notes() == [(1, "buy oat milk")]
+        default = data_dir() / "assistant.db"
+        assert not default.exists() or Store(default).list_notes() == []
+        res = run_tool(state.tools["notes"], {"action": "list"})
+        assert res.content == "1. buy oat milk"
+    finally:
+        set_default_store(None)  # create_app made DB_PATH the process's store

@@ -21,8 +21,8 @@ const state = {
   stick: true,          // follow the bottom while streaming (the user has not scrolled up)
   followedTo: null,     // where follow() last scrolled to
   refreshing: false,    // fetching the open conversation again
+  settings: [],         // the settings panel's fields, from /api/settings-schema
 };
-const SETTINGS = ["temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_tokens", "seed"];
 const UNDO_MS = 6000;
 const RENDER_INTERVAL_MS = 50;
 const EXAMPLES = {
@@ -381,7 +381,7 @@ function hideEmpty() { const e = $("empty"); if (e) e.remove(); }
 // ------------------------------------------------------------------ sending
 function collectSettings() {
   const out = {};
-  for (const k of SETTINGS) {
+  for (const k of state.settings) {
     const v = $(`s-${k}`).value;
     if (v !== "") out[k] = Number(v);
   }
@@ -567,7 +567,7 @@ function applySettings(conv) {
   applyModelDefaults();
   const s = conv.settings;
   if (!s) return;
-  for (const k of SETTINGS) {
+  for (const k of state.settings) {
     const v = k === "max_tokens" ? s.max_tokens : (s.sampling || {})[k];
     if (v !== undefined && v !== null) $(`s-${k}`).value = v;
   }
@@ -660,7 +660,7 @@ function exportConversation(fmt) {
 function applyModelDefaults() {
   const m = state.models.find((x) => x.name === state.model);
   if (!m) return;
-  for (const k of SETTINGS) {
+  for (const k of state.settings) {
     const v = k === "max_tokens" ? m.max_tokens : m.sampling[k];
     $(`s-${k}`).value = v === undefined || v === null ? "" : v;
   }
@@ -677,9 +677,31 @@ function saveSettings() {
     .catch((e) => banner(`Could not save the settings: ${e.message}`));
 }
 
+// The settings panel's fields come from the server (the sampling fields and max_tokens),
+// each an <input id="s-NAME"> in #setting-fields.
+function buildSettings(schema) {
+  const box = $("setting-fields");
+  box.replaceChildren();
+  state.settings = [];
+  for (const f of [...schema.sampling, schema.max_tokens]) {
+    const input = el("input");
+    input.id = `s-${f.name}`;
+    input.type = "number";
+    input.min = f.lo;
+    if (f.hi < 1e9) input.max = f.hi;
+    input.step = f.kind === "int" ? "1" : "any";
+    input.title = f.help;
+    const label = el("label", null, f.name[0].toUpperCase() + f.name.slice(1).replace(/_/g, " "));
+    label.appendChild(input);
+    box.appendChild(label);
+    state.settings.push(f.name);
+  }
+}
+
 async function loadModels() {
   try {
-    const data = await api("/api/models");
+    const [data, schema] = await Promise.all([api("/api/models"), api("/api/settings-schema")]);
+    buildSettings(schema);
     state.models = data.models;
     const sel = $("model");
     sel.replaceChildren();

@@ -1,0 +1,94 @@
+"""The server's layers without a real model: the settings schema, the event type's frames, the
+import direction, and the websocket protocol over a scripted backend."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from assistant.core.sampling import SAMPLING_FIELDS
+from assistant.events import ws_frames
+from assistant.http import MAX_TOKENS_LIMIT, sampling_overrides
+from assistant.openai_request import CHAT_KEYS, COMPLETION_KEYS
+from conftest import NEUTRAL_CWD
+from scripted_backend import scripted_server
+from server_util import ws_connect, ws_until
+
+
+@pytest.fixture()
+def client(tmp_path):
+    from assistant.server import create_app
+    from assistant.store import set_default_store
+
+    yield create_app({"DB_PATH": str(tmp_path / "db.sqlite")}).test_client()
+    set_default_store(None)  # create_app made DB_PATH the process's store
+
+
+def test_settings_schema_lists_every_sampling_field(client):
+    r = client.get("/api/settings-schema", headers={"Host": "localhost"})
+    assert r.status_code == 200
+    schema = r.get_json()
+    assert [f["name"] for f in schema["sampling"]] == [f.name for f in SAMPLING_FIELDS]
+    for got, f in zip(schema["sampling"], SAMPLING_FIELDS):
+        assert (got["kind"], got["default"], got["lo"], got["hi"], got["help"]) == (f.kind, f.default, f.lo, f.hi, f.help)
+    assert schema["max_tokens"]["lo"] == 1 and schema["max_tokens"]["hi"] == MAX_TOKENS_LIMIT
+
+
+def test_requests_take_every_sampling_field():
+    body = {f.name: f.default for f in SAMPLING_FIELDS} | {"model": "x", "messages": []}
+    assert sampling_overrides(body) == {f.name: f.default for f in SAMPLING_FIELDS}
+    assert sampling_overrides({"sampling": {"top_k": 3}, "temperature": None}) == {"top_k": 3}
+    for f in SAMPLING_FIELDS:
+        assert f.name in CHAT_KEYS and f.name in COMPLETION_KEYS
+
+
+def test_an_event_becomes_the_protocols_frames():
+    token = {"type": "token", "text": "Hi", "id": 17, "logprob": -0.5, "bytes": [72, 105], "top_logprobs": []}
+    assert ws_frames(token) == [{"type": "token", "text": "Hi"}]
+    done = {"type": "done", "finish_reason": "stop", "stats": {"prompt_tokens": 3.0, "generated_tokens": 2.0},
+            "content": "Hi", "new_messages": [], "message_id": 4}
+    assert ws_frames(done) == [{"type": "stats", "prompt_tokens": 3.0, "generated_tokens": 2.0},
+                               {"type": "done", "finish_reason": "stop", "message_id": 4}]
+    assert ws_frames({"type": "done", "finish_reason": "cancelled", "stats": {}}) == [
+        {"type": "done", "finish_reason": "cancelled"}]
+    assert ws_frames({"type": "error", "message": "boom"}) == [{"type": "error", "message": "boom"}]
+
+
+def test_importing_the_server_does_not_import_the_cli():
+    code = "import sys, assistant.server; print(sorted(m for m in sys.modules if m.startswith('assistant.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=NEUTRAL_CWD, check=True)
+    loaded = json.loads(out.stdout.replace("'", '"'))
+    assert "assistant.server" in loaded and "assistant.cli" not in loaded and "assistant.bench" not in loaded
+
+
+def test_websocket_answer_is_streamed_saved_and_shown_to_other_tabs(tmp_path):
+    srv = scripted_server(tmp_path)
+    try:
+        ws = ws_connect(f"ws://127.0.0.1:{srv.port}/ws")
+        other = ws_connect(f"ws://127.0.0.1:{srv.port}/ws")
+        assert json.loads(ws.receive(timeout=5)) == {"type": "hello", "default_model": "scripted"}
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "content": "!echo hello there",
+                            "sampling": {"temperature": 0.5, "repeat_last_n": 8}, "max_tokens": 64}))
+        frames = ws_until(ws, "done", 30)
+        kinds = [f["type"] for f in frames]
+        assert kinds[:3] == ["conversation", "user_message", "start"] and kinds[-2:] == ["stats", "done"]
+        assert "".join(f["text"] for f in frames if f["type"] == "token") == "hello there"
+        assert all(set(f) == {"type", "text"} for f in frames if f["type"] == "token")
+        done = frames[-1]
+        assert done == {"type": "done", "finish_reason": "stop", "message_id": frames[2]["message_id"]}
+        cid = frames[0]["conversation"]["id"]
+        conv = srv.state.store.get_conversation(cid)
+        assert conv["settings"]["sampling"]["repeat_last_n"] == 8 and conv["settings"]["max_tokens"] == 64
+        answer = srv.state.store.messages(cid)[-1]
+        assert (answer["content"], answer["status"], answer["completion_tokens"]) == ("hello there", "complete", 3)
+        seen = [json.loads(other.receive(timeout=5)) for _ in range(2)]
+        assert {"type": "changed", "conversation_id": cid} in seen
+        ws.send(json.dumps({"type": "edit", "conversation_id": cid, "message_id": "x", "content": "y"}))
+        assert json.loads(ws.receive(timeout=5))["message"].startswith("edit needs conversation_id")
+        ws.close()
+        other.close()
+    finally:
+        srv.stop()
