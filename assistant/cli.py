@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .config import AD_HOC_ORIGIN, ModelEntry, load_registry, local_model_file, model_entry
 from .diagnostics import core_status, kernels_line
 

@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Callable
 
-from . import __version__
+from .version import __version__
 from .config import ModelEntry, Registry, hf_endpoint, source_url
 
 CHUNK = 1 << 20
