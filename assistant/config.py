@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .core.sampling import SamplingError, SamplingSettings
+from .core.sampling import SAMPLING_FIELDS, SamplingError, SamplingField, SamplingSettings
 
 MEMORY_CHOICES = ("auto", "speed", "lean")
 BACKENDS = ("local", "openai")  # built in; plugins may add more
@@ -177,30 +177,26 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-SAMPLING_KEYS: dict[str, tuple[type, str]] = {
-    "temperature": (float, "a number >= 0"),
-    "top_k": (int, "an integer >= 0"),
-    "top_p": (float, "a number between 0 and 1"),
-    "min_p": (float, "a number between 0 and 1"),
-    "repeat_penalty": (float, "a number > 0"),
-    "repeat_last_n": (int, "an integer >= -1"),
-    "frequency_penalty": (float, "a number between -2 and 2"),
-    "presence_penalty": (float, "a number between -2 and 2"),
-    "seed": (int, "an integer >= -1"),
-}
+_SAMPLING = {f.name: f for f in SAMPLING_FIELDS}
+
+
+def _sampling_rule(f: SamplingField) -> str:
+    """What a value of ``f`` must be, in words ("an integer >= 0", "a number between 0 and 1")."""
+    kind = "an integer" if f.kind == "int" else "a number"
+    return f"{kind} >= {f.lo:g}" if f.hi >= 1e9 else f"{kind} between {f.lo:g} and {f.hi:g}"
 
 
 def parse_sampling(raw: Any, where: str, base: SamplingSettings | None = None) -> SamplingSettings:
-    """Validate a ``sampling`` table into :class:`SamplingSettings`."""
+    """Validate a ``sampling`` table (keys and ranges from SAMPLING_FIELDS) into :class:`SamplingSettings`."""
     _check(isinstance(raw, dict), where, "sampling", "a table", raw)
     s = SamplingSettings(**(base.as_dict() if base else {}))  # type: ignore[arg-type]
     for key, value in raw.items():
-        if key not in SAMPLING_KEYS:
-            raise ValueError(f"{where}.sampling.{key} is not a sampling setting; allowed: {', '.join(SAMPLING_KEYS)}")
-        typ, what = SAMPLING_KEYS[key]
-        ok = _is_num(value) and (typ is float or float(value).is_integer())
-        _check(ok, where + ".sampling", key, what, value)
-        setattr(s, key, typ(value))
+        f = _SAMPLING.get(key)
+        if f is None:
+            raise ValueError(f"{where}.sampling.{key} is not a sampling setting; allowed: {', '.join(_SAMPLING)}")
+        ok = _is_num(value) and (f.kind == "float" or float(value).is_integer())
+        _check(ok, where + ".sampling", key, _sampling_rule(f), value)
+        setattr(s, key, float(value) if f.kind == "float" else int(value))
     try:
         s.validate()
     except SamplingError as e:
