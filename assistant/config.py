@@ -204,48 +204,43 @@ def parse_sampling(raw: Any, where: str, base: SamplingSettings | None = None) -
     return s
 
 
-def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
-    """Validate one model table; ValueError names the key and what is allowed."""
-    where = f"{origin}: models.{name}"
-    _check(isinstance(raw, dict), f"{origin}: models", name, "a table", raw)
-    e = ModelEntry(name=name, origin=origin)
-    str_keys = ("description", "path", "file", "sha256", "prompt_format", "system_prompt",
-                "tokenizer_model", "base_url", "api_key_env", "backend", "memory")
-    int_keys = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
-                "max_tokens": (1, 1 << 20), "timeout": (1, 3600)}
-    known = set(str_keys) | set(int_keys) | {"source", "stop", "sampling", "tools", "model", "aliases"}
-    for key, value in raw.items():
-        if key not in known:
-            raise ValueError(f"{where}.{key} is not a known setting; allowed: {', '.join(sorted(known))}")
-        if key in str_keys:
-            _check(isinstance(value, str), where, key, "a string", value)
-            setattr(e, key, value)
-        elif key in int_keys:
-            lo, hi = int_keys[key]
-            _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-                   where, key, f"an integer between {lo} and {hi}", value)
-            setattr(e, key, value)
-        elif key == "model":
-            _check(isinstance(value, str), where, key, "a string", value)
-            e.remote_model = value
-        elif key == "stop":
-            _check(isinstance(value, list) and all(isinstance(s, str) and s for s in value),
-                   where, key, "a list of non-empty strings", value)
-            e.stop = list(value)
-        elif key == "tools":
-            _check(isinstance(value, list) and all(isinstance(s, str) for s in value),
-                   where, key, "a list of tool names", value)
-            e.tools = list(value)
-        elif key == "aliases":
-            _check(isinstance(value, list) and all(isinstance(s, str) and s for s in value),
-                   where, key, "a list of non-empty names", value)
-            e.aliases = list(value)
-        elif key == "source":
-            _check(isinstance(value, dict), where, key, "a table (url, hf and file, wheel/members or wheels)", value)
-            check_source(value, where)
-            e.source = dict(value)
-        elif key == "sampling":
-            e.sampling = parse_sampling(value, where)
+_STR_KEYS = ("description", "path", "file", "sha256", "prompt_format", "system_prompt", "tokenizer_model",
+             "base_url", "api_key_env", "backend", "memory")
+_INT_KEYS = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
+             "max_tokens": (1, 1 << 20), "timeout": (1, 3600)}
+# List settings: (what each item must be, in words; whether an empty string is allowed).
+_LIST_KEYS = {"stop": ("a list of non-empty strings", False), "tools": ("a list of tool names", True),
+              "aliases": ("a list of non-empty names", False)}
+_KNOWN_KEYS = frozenset(_STR_KEYS) | set(_INT_KEYS) | set(_LIST_KEYS) | {"source", "sampling", "model"}
+
+
+def _set_key(e: ModelEntry, key: str, value: Any, where: str) -> None:
+    """Check one setting of a model table and store it on ``e``."""
+    if key not in _KNOWN_KEYS:
+        raise ValueError(f"{where}.{key} is not a known setting; allowed: {', '.join(sorted(_KNOWN_KEYS))}")
+    if key in _STR_KEYS or key == "model":
+        _check(isinstance(value, str), where, key, "a string", value)
+        setattr(e, "remote_model" if key == "model" else key, value)
+    elif key in _INT_KEYS:
+        lo, hi = _INT_KEYS[key]
+        _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+               where, key, f"an integer between {lo} and {hi}", value)
+        setattr(e, key, value)
+    elif key in _LIST_KEYS:
+        what, empty_ok = _LIST_KEYS[key]
+        _check(isinstance(value, list) and all(isinstance(s, str) and (empty_ok or s) for s in value),
+               where, key, what, value)
+        setattr(e, key, list(value))
+    elif key == "source":
+        _check(isinstance(value, dict), where, key, "a table (url, hf and file, wheel/members or wheels)", value)
+        check_source(value, where)
+        e.source = dict(value)
+    else:
+        e.sampling = parse_sampling(value, where)
+
+
+def _check_entry(e: ModelEntry, where: str) -> None:
+    """Checks across settings, once the table is read; a url/hf source names the cache file."""
     _check(e.memory in MEMORY_CHOICES, where, "memory", f"one of {MEMORY_CHOICES}", e.memory)
     # Backends other than "local" come from plugins (register_backends), which may be loaded
     # from this very file's plugin_dirs, so only the name's shape is checked here; a name no
@@ -265,6 +260,16 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
     if e.sha256:
         _check(len(e.sha256) == 64 and all(c in "0123456789abcdef" for c in e.sha256.lower()),
                where, "sha256", "64 hexadecimal digits", e.sha256)
+
+
+def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
+    """Validate one model table; ValueError names the key and what is allowed."""
+    where = f"{origin}: models.{name}"
+    _check(isinstance(raw, dict), f"{origin}: models", name, "a table", raw)
+    e = ModelEntry(name=name, origin=origin)
+    for key, value in raw.items():
+        _set_key(e, key, value, where)
+    _check_entry(e, where)
     return e
 
 

