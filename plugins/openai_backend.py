@@ -50,7 +50,8 @@ class OpenAIBackend:
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, settings: Any) -> dict[str, Any]:
+    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+              settings: Any) -> dict[str, Any]:
         s = settings.sampling
         body: dict[str, Any] = {"model": self.entry.remote_model or self.name, "messages": messages, "stream": True,
                                 "max_tokens": settings.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
