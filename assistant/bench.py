@@ -53,9 +53,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) -> float:
+def floor_tps(model: Model, passes: int, attention_ctx: int = 0) -> float:
     """Passes per second of ``passes`` forward passes made of nothing but the model's
-    matrix products (``rows`` random rows through every prepared weight matrix, in the
+    matrix products (one random row through every prepared weight matrix, in the
     memory mode the model was loaded in: float32 BLAS or the quantized kernels).
 
     With ``attention_ctx``, each layer also runs the decoding attention for one query over
@@ -72,7 +72,7 @@ def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) 
     layers = [net.block(i).linears() for i in range(a.n_layers)]
     head = net.head()
     rng = np.random.default_rng(0)
-    xs = {lin.n_in: rng.standard_normal((rows, lin.n_in)).astype(np.float32)
+    xs = {lin.n_in: rng.standard_normal((1, lin.n_in)).astype(np.float32)
           for lin in [head] + [lin for ls in layers for lin in ls]}
     kv = [(rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32),
            rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32))
