@@ -96,7 +96,8 @@ def _load(ctx: click.Context, entry: ModelEntry, memory: str | None = None) -> A
     return load_local_model(_local_file(ctx, entry), entry, memory=memory or "auto")
 
 
-def _remote_backend(ctx: click.Context, entry: ModelEntry) -> Any:
+def _backend(ctx: click.Context, entry: ModelEntry) -> Any:
+    """The entry's chat backend: the local engine, or the remote one its plugin provides."""
     from .chat import backend_loader
 
     return backend_loader(entry, _registry(ctx))()
@@ -258,7 +259,7 @@ def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: in
     from .bench import timed_stream
     from .chat import ChatSettings
 
-    backend = _remote_backend(ctx, entry)
+    backend = _backend(ctx, entry)
     events = backend.complete(prompt, ChatSettings(max_tokens=n_tokens, sampling=sampling), None)
     t = timed_stream(events, None if as_json else _echo_piece)
     if as_json:
@@ -277,11 +278,11 @@ def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: in
 @click.pass_context
 def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: int | None) -> None:
     """Chat in the terminal: /reset, /system TEXT, /quit; Ctrl-C stops an answer."""
-    from .chat import ChatRunner, ChatSettings, backend_loader
+    from .chat import ChatRunner, ChatSettings
     from .tools import registered_tools
 
     entry = _entry(ctx, model)
-    backend = backend_loader(entry, _registry(ctx))()
+    backend = _backend(ctx, entry)
     settings = ChatSettings(max_tokens=n_tokens or entry.max_tokens, sampling=_sampling_from_options(ctx, entry))
     session = TerminalChat(ChatRunner(backend, registered_tools()), settings,
                            system if system is not None else entry.system_prompt)
@@ -518,7 +519,7 @@ def bench(ctx: click.Context, model: str | None, n_prompt: int, n_gen: int, reps
 
     entry = _entry(ctx, model)
     if entry.backend != "local":
-        result = run_remote_bench(_remote_backend(ctx, entry), n_prompt, n_gen, reps)
+        result = run_remote_bench(_backend(ctx, entry), n_prompt, n_gen, reps)
     else:
         result = run_bench(str(_local_file(ctx, entry)), n_prompt, n_gen, reps, memory)
     if as_json:
