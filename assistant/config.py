@@ -287,55 +287,61 @@ def user_config_path(explicit: str | None = None) -> Path:
     return Path(env) if env else config_dir() / "models.toml"
 
 
-def load_registry(config: str | None = None) -> Registry:
-    """Read the default registry and the user's file; bad entries become ``errors``."""
-    sources: list[tuple[str, str]] = [("models.toml (built in)", default_registry_text())]
+def _user_sources(config: str | None, errors: list[str]) -> list[tuple[str, str]]:
+    """(origin, text) of the user's models.toml, if there is one to read."""
     user = user_config_path(config)
-    errors: list[str] = []
     if user.is_file():
         try:
-            sources.append((str(user), user.read_text(encoding="utf-8")))
+            return [(str(user), user.read_text(encoding="utf-8"))]
         except (OSError, UnicodeDecodeError) as err:
             errors.append(f"{user}: cannot read: {err}")
     elif config:
         errors.append(f"{user}: no such file")
-    models: dict[str, ModelEntry] = {}
-    default = ""
-    plugin_dirs: list[str] = []
-    files: list[str] = []
+    return []
+
+
+def _read_document(origin: str, doc: dict[str, Any], reg: Registry) -> None:
+    """Fold one file's ``default``, ``plugin_dirs`` and ``[models.*]`` tables into ``reg``."""
+    if "default" in doc:
+        if isinstance(doc["default"], str):
+            reg.default = doc["default"]
+        else:
+            reg.errors.append(f"{origin}: default must be a model name (a string), got {doc['default']!r}")
+    pd = doc.get("plugin_dirs", [])
+    if isinstance(pd, list) and all(isinstance(p, str) for p in pd):
+        reg.plugin_dirs.extend(os.path.expanduser(p) for p in pd)
+    else:
+        reg.errors.append(f"{origin}: plugin_dirs must be a list of directory paths")
+    raw_models = doc.get("models", {})
+    if not isinstance(raw_models, dict):
+        reg.errors.append(f"{origin}: models must be a table of [models.NAME] tables")
+        return
+    for name, raw in raw_models.items():
+        try:
+            reg.models[name] = parse_entry(name, raw, origin)
+        except ValueError as err:
+            reg.models.pop(name, None)
+            reg.errors.append(str(err))
+
+
+def load_registry(config: str | None = None) -> Registry:
+    """Read the default registry and the user's file; bad entries become ``errors``."""
+    reg = Registry(models={}, default="", errors=[], files=[])
+    sources = [("models.toml (built in)", default_registry_text())] + _user_sources(config, reg.errors)
     for origin, text in sources:
         try:
             doc = _read_toml(text, origin)
         except ConfigError as err:
-            errors.append(str(err))
+            reg.errors.append(str(err))
             continue
-        files.append(origin)
-        if "default" in doc:
-            if isinstance(doc["default"], str):
-                default = doc["default"]
-            else:
-                errors.append(f"{origin}: default must be a model name (a string), got {doc['default']!r}")
-        pd = doc.get("plugin_dirs", [])
-        if isinstance(pd, list) and all(isinstance(p, str) for p in pd):
-            plugin_dirs.extend(os.path.expanduser(p) for p in pd)
-        else:
-            errors.append(f"{origin}: plugin_dirs must be a list of directory paths")
-        raw_models = doc.get("models", {})
-        if not isinstance(raw_models, dict):
-            errors.append(f"{origin}: models must be a table of [models.NAME] tables")
-            continue
-        for name, raw in raw_models.items():
-            try:
-                models[name] = parse_entry(name, raw, origin)
-            except ValueError as err:
-                models.pop(name, None)
-                errors.append(str(err))
-    if default and default not in models:
-        errors.append(f"default model {default!r} is not a usable entry")
-        default = next(iter(models), "")
-    elif not default:
-        default = next(iter(models), "")
-    return Registry(models=models, default=default, errors=errors, files=files, plugin_dirs=plugin_dirs)
+        reg.files.append(origin)
+        _read_document(origin, doc, reg)
+    if reg.default and reg.default not in reg.models:
+        reg.errors.append(f"default model {reg.default!r} is not a usable entry")
+        reg.default = next(iter(reg.models), "")
+    elif not reg.default:
+        reg.default = next(iter(reg.models), "")
+    return reg
 
 
 def _looks_like_path(text: str) -> bool:
