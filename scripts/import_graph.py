@@ -32,8 +32,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("plugins", ("assistant.plugins", "assistant.plugins.*")),
     ("chat", ("assistant.loading", "assistant.chat")),
     ("workers", ("assistant.worker", "assistant.process")),
-    ("server", ("assistant.server", "assistant.server.*", "assistant.openai_api", "assistant.http",
-                "assistant.state", "assistant.routes", "assistant.routes.*", "assistant.web")),
+    ("server", ("assistant.server", "assistant.state", "assistant.http", "assistant.pages",
+                "assistant.api_conversations", "assistant.chat_socket", "assistant.answer_job",
+                "assistant.openai_api", "assistant.openai_request", "assistant.openai_output", "assistant.web")),
     ("entry", ("assistant", "assistant.__main__", "assistant.cli", "assistant.bench", "assistant.info")),
 )
 
