@@ -17,6 +17,7 @@ from .core.sampling import SAMPLING_FIELDS, SamplingSettings
 from .diagnostics import core_status, kernels_line
 
 MODEL_HELP = "A model name from models.toml (default: its default) or a .gguf path."
+SAMPLING_META = "assistant.sampling"  # ctx.meta key: the sampling options given on the command line
 
 
 def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
@@ -184,7 +185,7 @@ def serve(ctx: click.Context, model: str | None, host: str, port: int, open_brow
 
 def _remember_sampling(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
     if value is not None and param.name:
-        ctx.meta.setdefault("sampling", {})[param.name] = value
+        ctx.meta.setdefault(SAMPLING_META, {})[param.name] = value
 
 
 def sampling_options(f: Any) -> Any:
@@ -200,7 +201,7 @@ def sampling_options(f: Any) -> Any:
 def _sampling_from_options(ctx: click.Context, entry: ModelEntry) -> SamplingSettings:
     """The entry's sampling with the command line's options over it, validated as models.toml's."""
     try:
-        return parse_sampling(ctx.meta.get("sampling", {}), "command line", entry.sampling)
+        return parse_sampling(ctx.meta.get(SAMPLING_META, {}), "command line", entry.sampling)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
 
