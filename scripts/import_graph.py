@@ -196,6 +196,7 @@ def check(repo: Path) -> tuple[dict[str, list[Edge]], list[str]]:
 def main(argv: list[str]) -> int:
     repo = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[1]
     graph, problems = check(repo)
+    print("layers, lowest first: " + " < ".join(name for name, _patterns in LAYERS))
     for name, edges in graph.items():
         layer = layer_of(name)
         targets = sorted({e.dst for e in edges})

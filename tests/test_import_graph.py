@@ -84,5 +84,6 @@ def test_a_clean_tree_passes(tmp_path, capsys):
     })
     assert graph.main(["import_graph.py", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert out.startswith("layers, lowest first: core < base < plugins < chat < workers < server < entry\n")
     assert "assistant [entry]: assistant.chat\n" in out
     assert "0 problem(s) in 4 modules" in out
