@@ -53,9 +53,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) -> float:
+def floor_tps(model: Model, passes: int, attention_ctx: int = 0) -> float:
     """Passes per second of ``passes`` forward passes made of nothing but the model's
-    matrix products (``rows`` random rows through every prepared weight matrix, in the
+    matrix products (one random row through every prepared weight matrix, in the
     memory mode the model was loaded in: float32 BLAS or the quantized kernels).
 
     With ``attention_ctx``, each layer also runs the decoding attention for one query over
@@ -72,7 +72,7 @@ def floor_tps(model: Model, passes: int, attention_ctx: int = 0, rows: int = 1) 
     layers = [net.block(i).linears() for i in range(a.n_layers)]
     head = net.head()
     rng = np.random.default_rng(0)
-    xs = {lin.n_in: rng.standard_normal((rows, lin.n_in)).astype(np.float32)
+    xs = {lin.n_in: rng.standard_normal((1, lin.n_in)).astype(np.float32)
           for lin in [head] + [lin for ls in layers for lin in ls]}
     kv = [(rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32),
            rng.standard_normal((a.n_kv_heads, attention_ctx, a.head_dim)).astype(np.float32))
@@ -119,8 +119,64 @@ def bytes_per_token(model: Model, ctx: int) -> int:
     return int(weights + 2 * 4 * a.n_layers * a.n_kv_heads * a.head_dim * ctx)
 
 
-def _summary(xs: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+def _decode_rounds(model: Model, prompt: list[int], n_gen: int, reps: int) -> dict[str, list[float]]:
+    """Per repetition: prefill and decode speed, then the two floors timed right after them."""
+    rounds: dict[str, list[float]] = {"prefill": [], "decode": [], "floor": [], "floor_att": []}
+    # Plain one-token-at-a-time decoding: prompt-lookup drafting is measured separately
+    # (benchmarks/compare_llamacpp.py), since greedy loops on a random prompt flatter it.
+    settings = GenerationSettings(max_tokens=n_gen, sampling=SamplingSettings(temperature=0), ignore_eos=True,
+                                  lookup_decoding=False)
+    for _ in range(reps):
+        model.reset()
+        stats: dict[str, float] = {}
+        for piece in model.generate(prompt, settings):
+            if piece.done:
+                stats = piece.stats
+        rounds["prefill"].append(len(prompt) / stats["prefill_s"])
+        rounds["decode"].append(stats["generated_tokens"] / stats["decode_s"])
+        rounds["floor"].append(floor_tps(model, n_gen))
+        rounds["floor_att"].append(floor_tps(model, n_gen, len(prompt) + n_gen // 2))
+    return rounds
+
+
+def _turn2_first_token(model: Model, rng: np.random.Generator) -> dict[str, float]:
+    """Seconds to the first token of turn 2 of a chat with a ~1,000-token history (shorter when
+    the model's context is: tiny test models hold 256), from scratch and with the prefix cached."""
+    history = [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=min(1000, model.n_ctx - 32))]
+    turn2 = history + [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=20)]
+    first_token: dict[str, float] = {}
+    for label, warm in (("full", False), ("cached", True)):
+        model.reset()
+        if warm:
+            for _piece in model.generate(history, GenerationSettings(max_tokens=1)):
+                pass
+        t = time.perf_counter()
+        for _piece in model.generate(turn2, GenerationSettings(max_tokens=1, sampling=SamplingSettings(temperature=0))):
+            break
+        first_token[label] = time.perf_counter() - t
+    return first_token
+
+
+def _cold_starts(path: str, memory: str, reps: int) -> list[float]:
+    """Seconds from a fresh interpreter to the first token (COLD_START_SNIPPET), up to 3 times."""
+    cold = []
+    for _ in range(max(1, min(reps, 3))):
+        out = subprocess.run([sys.executable, "-c", COLD_START_SNIPPET, path, memory], capture_output=True, text=True)
+        if out.returncode == 0:
+            cold.append(float(out.stdout.strip().splitlines()[-1]))
+    return cold
+
+
+def _median(xs: list[float], digits: int) -> float | None:
+    return round(statistics.median(xs), digits) if xs else None
+
+
+def _spread(xs: list[float], digits: int) -> list[float] | None:
+    return [round(min(xs), digits), round(max(xs), digits)] if xs else None
+
+
+def _ratio(num: list[float], den: list[float]) -> float | None:
+    return round(statistics.median(n / d for n, d in zip(num, den)), 3) if den else None
 
 
 def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, memory: str = "lean") -> dict[str, Any]:
@@ -130,48 +186,13 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
     model = Model(path, memory=memory, n_ctx=max(n_prompt + n_gen + 8, 1100))
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
-    # A prompt of ordinary tokens (ids from the middle of the vocabulary).
     prompt = [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=n_prompt)]
     t1 = time.perf_counter()
     model.net.prepare()
     prepare_s = time.perf_counter() - t1
-    prefill: list[float] = []
-    decode: list[float] = []
-    floor: list[float] = []
-    floor_att: list[float] = []
-    for _ in range(reps):
-        model.reset()
-        # Plain one-token-at-a-time decoding: prompt-lookup drafting is measured separately
-        # (benchmarks/compare_llamacpp.py), since greedy loops on a random prompt flatter it.
-        settings = GenerationSettings(max_tokens=n_gen, sampling=SamplingSettings(temperature=0), ignore_eos=True,
-                                      lookup_decoding=False)
-        stats: dict[str, float] = {}
-        for piece in model.generate(prompt, settings):
-            if piece.done:
-                stats = piece.stats
-        prefill.append(n_prompt / stats["prefill_s"])
-        decode.append(stats["generated_tokens"] / stats["decode_s"])
-        floor.append(floor_tps(model, n_gen))
-        floor_att.append(floor_tps(model, n_gen, n_prompt + n_gen // 2))
-    # Prompt cache: turn 2 of a chat with a ~1,000-token history reuses the cached prefix.
-    # (shorter when the model's context is: tiny test models hold 256 tokens)
-    history = [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=min(1000, model.n_ctx - 32))]
-    turn2 = history + [int(x) for x in rng.integers(*_ordinary_range(model.n_vocab), size=20)]
-    first_token: dict[str, float] = {}
-    for label, warm in (("full", False), ("cached", True)):
-        model.reset()
-        if warm:
-            for piece in model.generate(history, GenerationSettings(max_tokens=1)):
-                pass
-        t2 = time.perf_counter()
-        for piece in model.generate(turn2, GenerationSettings(max_tokens=1, sampling=SamplingSettings(temperature=0))):
-            break
-        first_token[label] = time.perf_counter() - t2
-    cold = []
-    for _ in range(max(1, min(reps, 3))):
-        out = subprocess.run([sys.executable, "-c", COLD_START_SNIPPET, path, memory], capture_output=True, text=True)
-        if out.returncode == 0:
-            cold.append(float(out.stdout.strip().splitlines()[-1]))
+    r = _decode_rounds(model, prompt, n_gen, reps)
+    first_token = _turn2_first_token(model, rng)
+    cold = _cold_starts(path, memory, reps)
     st = core_status()
     peak_mb = peak_rss_mb()  # before the bandwidth probe's own array
     bandwidth = memory_bandwidth_gbs()
@@ -179,21 +200,18 @@ def run_bench(path: str, n_prompt: int = 512, n_gen: int = 128, reps: int = 3, m
     memory_floor_tps = bandwidth * 1e9 / per_token
     return {
         "model": model.name, "memory": memory, "n_prompt": n_prompt, "n_gen": n_gen, "reps": reps,
-        "load_s": round(load_s, 4), "prepare_s": round(prepare_s, 3),
-        "first_token_s": round(statistics.median(cold), 3) if cold else None,
-        "prefill_tps": round(statistics.median(prefill), 2), "prefill_spread": [round(min(prefill), 2), round(max(prefill), 2)],
-        "decode_tps": round(statistics.median(decode), 2), "decode_spread": [round(min(decode), 2), round(max(decode), 2)],
-        "floor_tps": round(statistics.median(floor), 2) if floor else None,
-        "decode_vs_floor": round(statistics.median(d / f for d, f in zip(decode, floor)), 3) if floor else None,
-        "floor_attention_tps": round(statistics.median(floor_att), 2) if floor_att else None,
-        "decode_vs_floor_attention": (round(statistics.median(d / f for d, f in zip(decode, floor_att)), 3)
-                                      if floor_att else None),
+        "load_s": round(load_s, 4), "prepare_s": round(prepare_s, 3), "first_token_s": _median(cold, 3),
+        "prefill_tps": _median(r["prefill"], 2), "prefill_spread": _spread(r["prefill"], 2),
+        "decode_tps": _median(r["decode"], 2), "decode_spread": _spread(r["decode"], 2),
+        "floor_tps": _median(r["floor"], 2), "decode_vs_floor": _ratio(r["decode"], r["floor"]),
+        "floor_attention_tps": _median(r["floor_att"], 2),
+        "decode_vs_floor_attention": _ratio(r["decode"], r["floor_att"]),
         "turn2_first_token_s": round(first_token["cached"], 4), "full_reprefill_s": round(first_token["full"], 4),
         "prompt_cache_ratio": round(first_token["cached"] / first_token["full"], 4),
         "peak_rss_mb": round(peak_mb, 1), "weight_mb": round(model.net.weight_bytes / 1e6, 1),
         "bandwidth_gbs": round(bandwidth, 2), "bytes_per_token_mb": round(per_token / 1e6, 2),
         "memory_floor_tps": round(memory_floor_tps, 2),
-        "decode_vs_memory_floor": round(statistics.median(decode) / memory_floor_tps, 3),
+        "decode_vs_memory_floor": round(statistics.median(r["decode"]) / memory_floor_tps, 3),
         "kernels": st["kernels"],
         "compiled": st["compiled"], "blas": st["blas"], "threads": [b.get("threads") for b in st["blas"]],
     }
@@ -255,10 +273,8 @@ def run_remote_bench(backend: Any, n_prompt: int = 512, n_gen: int = 128, reps: 
     return {
         "model": backend.name, "backend": getattr(backend, "kind", "remote"), "n_prompt_words": n_prompt,
         "n_gen": n_gen, "reps": len(runs),
-        "first_token_s": round(statistics.median(ttft), 4) if ttft else None,
-        "first_token_spread": [round(min(ttft), 4), round(max(ttft), 4)] if ttft else None,
-        "decode_tps": round(statistics.median(tps), 2) if tps else None,
-        "decode_spread": [round(min(tps), 2), round(max(tps), 2)] if tps else None,
+        "first_token_s": _median(ttft, 4), "first_token_spread": _spread(ttft, 4),
+        "decode_tps": _median(tps, 2), "decode_spread": _spread(tps, 2),
         "generated_tokens": [r.tokens for r in runs],
     }
 

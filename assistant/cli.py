@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__
-from .config import AD_HOC_ORIGIN, ModelEntry, load_registry, local_model_file, model_entry
+from .config import AD_HOC_ORIGIN, ModelEntry, load_registry, local_model_file, model_entry, parse_sampling
+from .core.sampling import SAMPLING_FIELDS, SamplingSettings
 from .diagnostics import core_status, kernels_line
 
 MODEL_HELP = "A model name from models.toml (default: its default) or a .gguf path."
+SAMPLING_META = "assistant.sampling"  # ctx.meta key: the sampling options given on the command line
 
 
 def _print_version(ctx: click.Context, _param: Any, value: bool) -> None:
@@ -95,7 +97,8 @@ def _load(ctx: click.Context, entry: ModelEntry, memory: str | None = None) -> A
     return load_local_model(_local_file(ctx, entry), entry, memory=memory or "auto")
 
 
-def _remote_backend(ctx: click.Context, entry: ModelEntry) -> Any:
+def _backend(ctx: click.Context, entry: ModelEntry) -> Any:
+    """The entry's chat backend: the local engine, or the remote one its plugin provides."""
     from .chat import backend_loader
 
     return backend_loader(entry, _registry(ctx))()
@@ -180,34 +183,27 @@ def serve(ctx: click.Context, model: str | None, host: str, port: int, open_brow
         state.manager.shutdown()
 
 
-def _sampling_from_options(entry: Any, temperature: float | None, top_k: int | None, top_p: float | None,
-                           min_p: float | None, seed: int | None, repeat_penalty: float | None) -> Any:
-    from .config import parse_sampling
-    from .core.sampling import SamplingSettings
-
-    base = entry.sampling if entry is not None else SamplingSettings()
-    over = {k: v for k, v in {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
-                              "seed": seed, "repeat_penalty": repeat_penalty}.items() if v is not None}
-    try:
-        return parse_sampling(over, "command line", base)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
-
-
-_sampling_opts = [
-    click.option("--temperature", type=float, default=None),
-    click.option("--top-k", type=int, default=None),
-    click.option("--top-p", type=float, default=None),
-    click.option("--min-p", type=float, default=None),
-    click.option("--seed", type=int, default=None),
-    click.option("--repeat-penalty", type=float, default=None),
-]
+def _remember_sampling(ctx: click.Context, param: click.Parameter, value: float | None) -> None:
+    if value is not None and param.name:
+        ctx.meta.setdefault(SAMPLING_META, {})[param.name] = value
 
 
 def sampling_options(f: Any) -> Any:
-    for opt in reversed(_sampling_opts):
-        f = opt(f)
+    """One option per SAMPLING_FIELDS entry (``--top-k`` sets top_k), with the field's help;
+    :func:`_sampling_from_options` reads back the ones given."""
+    for fl in reversed(SAMPLING_FIELDS):
+        f = click.option(f"--{fl.name.replace('_', '-')}", fl.name, type=int if fl.kind == "int" else float,
+                         default=None, expose_value=False, callback=_remember_sampling,
+                         help=f"{fl.help[:1].upper()}{fl.help[1:]}. Default: the model's, else {fl.default:g}.")(f)
     return f
+
+
+def _sampling_from_options(ctx: click.Context, entry: ModelEntry) -> SamplingSettings:
+    """The entry's sampling with the command line's options over it, validated as models.toml's."""
+    try:
+        return parse_sampling(ctx.meta.get(SAMPLING_META, {}), "command line", entry.sampling)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _echo_piece(text: str) -> None:
@@ -224,15 +220,13 @@ def _echo_piece(text: str) -> None:
 @click.option("--memory", type=click.Choice(["auto", "speed", "lean"]), default=None)
 @threads_option
 @click.pass_context
-def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, temperature: float | None,
-        top_k: int | None, top_p: float | None, min_p: float | None, seed: int | None,
-        repeat_penalty: float | None, as_json: bool, memory: str | None) -> None:
+def run(ctx: click.Context, model: str | None, prompt: str, n_tokens: int, as_json: bool, memory: str | None) -> None:
     """Complete PROMPT with the model, streaming to stdout (a remote entry answers it as a
     user message)."""
     from .core.engine import GenerationSettings
 
     entry = _entry(ctx, model)
-    sampling = _sampling_from_options(entry, temperature, top_k, top_p, min_p, seed, repeat_penalty)
+    sampling = _sampling_from_options(ctx, entry)
     if entry.backend != "local":
         _run_remote(ctx, entry, prompt, n_tokens, sampling, as_json)
         return
@@ -266,7 +260,7 @@ def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: in
     from .bench import timed_stream
     from .chat import ChatSettings
 
-    backend = _remote_backend(ctx, entry)
+    backend = _backend(ctx, entry)
     events = backend.complete(prompt, ChatSettings(max_tokens=n_tokens, sampling=sampling), None)
     t = timed_stream(events, None if as_json else _echo_piece)
     if as_json:
@@ -283,21 +277,16 @@ def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: in
 @click.option("-n", "--max-tokens", "n_tokens", default=None, type=int)
 @sampling_options
 @click.pass_context
-def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: int | None,
-         temperature: float | None, top_k: int | None, top_p: float | None, min_p: float | None,
-         seed: int | None, repeat_penalty: float | None) -> None:
+def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: int | None) -> None:
     """Chat in the terminal: /reset, /system TEXT, /quit; Ctrl-C stops an answer."""
-    from .errors import ChatError
-    from .chat import ChatRunner, ChatSettings, backend_loader
-    from .tools import parse_slash_command, registered_tools, run_tool
+    from .chat import ChatRunner, ChatSettings
+    from .tools import registered_tools
 
     entry = _entry(ctx, model)
-    backend = backend_loader(entry, _registry(ctx))()
-    sampling = _sampling_from_options(entry, temperature, top_k, top_p, min_p, seed, repeat_penalty)
-    tools = registered_tools()
-    runner = ChatRunner(backend, tools)
-    system_prompt = system if system is not None else entry.system_prompt
-    history: list[dict[str, Any]] = []
+    backend = _backend(ctx, entry)
+    settings = ChatSettings(max_tokens=n_tokens or entry.max_tokens, sampling=_sampling_from_options(ctx, entry))
+    session = TerminalChat(ChatRunner(backend, registered_tools()), settings,
+                           system if system is not None else entry.system_prompt)
     click.echo(f"Chatting with {entry.name}. /reset, /system TEXT, /quit; Ctrl-C stops an answer.")
     while True:
         try:
@@ -305,51 +294,71 @@ def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: in
         except (EOFError, KeyboardInterrupt):
             click.echo()
             return
-        if not line.strip():
-            continue
         if line.strip() in ("/quit", "/exit"):
             return
+        session.handle(line)
+
+
+class TerminalChat:
+    """`assistant chat`'s conversation: the history, the system prompt, and one line at a time."""
+
+    def __init__(self, runner: Any, settings: Any, system_prompt: str) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.system_prompt = system_prompt
+        self.history: list[dict[str, Any]] = []
+
+    def handle(self, line: str) -> None:
+        """A command (/reset, /system, a tool's /command) or a message to answer."""
+        from .tools import parse_slash_command, run_tool
+
+        if not line.strip():
+            return
         if line.strip() == "/reset":
-            history.clear()
+            self.history.clear()
             click.echo("(conversation cleared)")
-            continue
-        if line.startswith("/system"):
-            system_prompt = line[len("/system"):].strip()
+        elif line.startswith("/system"):
+            self.system_prompt = line[len("/system"):].strip()
             click.echo("(system prompt set)")
-            continue
-        slash = parse_slash_command(line.strip(), tools)
-        if slash is not None:
+        elif (slash := parse_slash_command(line.strip(), self.runner.all_tools)) is not None:
             res = run_tool(*slash)
             click.echo(res.content if res.ok else f"error: {res.content}")
-            continue
-        history.append({"role": "user", "content": line})
-        msgs = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + history
-        settings = ChatSettings(max_tokens=n_tokens or entry.max_tokens, sampling=sampling)
-        stopped = {"flag": False}
-        answer = ""
+        else:
+            self.answer(line)
+
+    def answer(self, line: str) -> None:
+        """Stream the answer to ``line``; Ctrl-C stops it and keeps what was said."""
+        from .errors import ChatError
+
+        self.history.append({"role": "user", "content": line})
+        msgs = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + self.history
+        stopped = threading.Event()
+        shown: list[str] = []
         try:
-            for ev in runner.run(msgs, settings, lambda: stopped["flag"]):
-                if ev["type"] == "token":
-                    click.echo(ev["text"], nl=False)
-                    sys.stdout.flush()
-                elif ev["type"] == "tool_call":
-                    click.echo(f"\n[calling {ev['name']}({json.dumps(ev['arguments'])})]")
-                elif ev["type"] == "tool_result":
-                    click.echo(f"[{ev['name']}: {ev['content']}]")
-                elif ev["type"] == "trimmed":
-                    click.echo(f"[{ev['message']}]")
-                elif ev["type"] == "done":
-                    answer = ev.get("content", "")
-                    history.extend(ev.get("new_messages", []))
+            for ev in self.runner.run(msgs, self.settings, stopped.is_set):
+                self._show(ev, shown)
         except KeyboardInterrupt:
-            stopped["flag"] = True
+            stopped.set()
             click.echo("\n(stopped)")
-            if answer:
-                history.append({"role": "assistant", "content": answer})
+            if shown:
+                self.history.append({"role": "assistant", "content": "".join(shown)})
         except ChatError as err:
             click.echo(f"\nerror: {err}")
-            history.pop()
+            self.history.pop()
         click.echo()
+
+    def _show(self, ev: dict[str, Any], shown: list[str]) -> None:
+        if ev["type"] == "token":
+            _echo_piece(ev["text"])
+            shown.append(ev["text"])
+        elif ev["type"] == "tool_call":
+            click.echo(f"\n[calling {ev['name']}({json.dumps(ev['arguments'])})]")
+        elif ev["type"] == "tool_result":
+            click.echo(f"[{ev['name']}: {ev['content']}]")
+        elif ev["type"] == "trimmed":
+            click.echo(f"[{ev['message']}]")
+        elif ev["type"] == "done":
+            self.history.extend(ev.get("new_messages", []))
 
 
 @main.command()
@@ -511,7 +520,7 @@ def bench(ctx: click.Context, model: str | None, n_prompt: int, n_gen: int, reps
 
     entry = _entry(ctx, model)
     if entry.backend != "local":
-        result = run_remote_bench(_remote_backend(ctx, entry), n_prompt, n_gen, reps)
+        result = run_remote_bench(_backend(ctx, entry), n_prompt, n_gen, reps)
     else:
         result = run_bench(str(_local_file(ctx, entry)), n_prompt, n_gen, reps, memory)
     if as_json:

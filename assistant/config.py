@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .core.sampling import SamplingError, SamplingSettings
+from .core.sampling import SAMPLING_FIELDS, SamplingError, SamplingField, SamplingSettings
 
 MEMORY_CHOICES = ("auto", "speed", "lean")
 BACKENDS = ("local", "openai")  # built in; plugins may add more
@@ -177,30 +177,26 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-SAMPLING_KEYS: dict[str, tuple[type, str]] = {
-    "temperature": (float, "a number >= 0"),
-    "top_k": (int, "an integer >= 0"),
-    "top_p": (float, "a number between 0 and 1"),
-    "min_p": (float, "a number between 0 and 1"),
-    "repeat_penalty": (float, "a number > 0"),
-    "repeat_last_n": (int, "an integer >= -1"),
-    "frequency_penalty": (float, "a number between -2 and 2"),
-    "presence_penalty": (float, "a number between -2 and 2"),
-    "seed": (int, "an integer >= -1"),
-}
+_SAMPLING = {f.name: f for f in SAMPLING_FIELDS}
+
+
+def _sampling_rule(f: SamplingField) -> str:
+    """What a value of ``f`` must be, in words ("an integer >= 0", "a number between 0 and 1")."""
+    kind = "an integer" if f.kind == "int" else "a number"
+    return f"{kind} >= {f.lo:g}" if f.hi >= 1e9 else f"{kind} between {f.lo:g} and {f.hi:g}"
 
 
 def parse_sampling(raw: Any, where: str, base: SamplingSettings | None = None) -> SamplingSettings:
-    """Validate a ``sampling`` table into :class:`SamplingSettings`."""
+    """Validate a ``sampling`` table (keys and ranges from SAMPLING_FIELDS) into :class:`SamplingSettings`."""
     _check(isinstance(raw, dict), where, "sampling", "a table", raw)
     s = SamplingSettings(**(base.as_dict() if base else {}))  # type: ignore[arg-type]
     for key, value in raw.items():
-        if key not in SAMPLING_KEYS:
-            raise ValueError(f"{where}.sampling.{key} is not a sampling setting; allowed: {', '.join(SAMPLING_KEYS)}")
-        typ, what = SAMPLING_KEYS[key]
-        ok = _is_num(value) and (typ is float or float(value).is_integer())
-        _check(ok, where + ".sampling", key, what, value)
-        setattr(s, key, typ(value))
+        f = _SAMPLING.get(key)
+        if f is None:
+            raise ValueError(f"{where}.sampling.{key} is not a sampling setting; allowed: {', '.join(_SAMPLING)}")
+        ok = _is_num(value) and (f.kind == "float" or float(value).is_integer())
+        _check(ok, where + ".sampling", key, _sampling_rule(f), value)
+        setattr(s, key, float(value) if f.kind == "float" else int(value))
     try:
         s.validate()
     except SamplingError as e:
@@ -208,48 +204,43 @@ def parse_sampling(raw: Any, where: str, base: SamplingSettings | None = None) -
     return s
 
 
-def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
-    """Validate one model table; ValueError names the key and what is allowed."""
-    where = f"{origin}: models.{name}"
-    _check(isinstance(raw, dict), f"{origin}: models", name, "a table", raw)
-    e = ModelEntry(name=name, origin=origin)
-    str_keys = ("description", "path", "file", "sha256", "prompt_format", "system_prompt",
-                "tokenizer_model", "base_url", "api_key_env", "backend", "memory")
-    int_keys = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
-                "max_tokens": (1, 1 << 20), "timeout": (1, 3600)}
-    known = set(str_keys) | set(int_keys) | {"source", "stop", "sampling", "tools", "model", "aliases"}
-    for key, value in raw.items():
-        if key not in known:
-            raise ValueError(f"{where}.{key} is not a known setting; allowed: {', '.join(sorted(known))}")
-        if key in str_keys:
-            _check(isinstance(value, str), where, key, "a string", value)
-            setattr(e, key, value)
-        elif key in int_keys:
-            lo, hi = int_keys[key]
-            _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-                   where, key, f"an integer between {lo} and {hi}", value)
-            setattr(e, key, value)
-        elif key == "model":
-            _check(isinstance(value, str), where, key, "a string", value)
-            e.remote_model = value
-        elif key == "stop":
-            _check(isinstance(value, list) and all(isinstance(s, str) and s for s in value),
-                   where, key, "a list of non-empty strings", value)
-            e.stop = list(value)
-        elif key == "tools":
-            _check(isinstance(value, list) and all(isinstance(s, str) for s in value),
-                   where, key, "a list of tool names", value)
-            e.tools = list(value)
-        elif key == "aliases":
-            _check(isinstance(value, list) and all(isinstance(s, str) and s for s in value),
-                   where, key, "a list of non-empty names", value)
-            e.aliases = list(value)
-        elif key == "source":
-            _check(isinstance(value, dict), where, key, "a table (url, hf and file, wheel/members or wheels)", value)
-            check_source(value, where)
-            e.source = dict(value)
-        elif key == "sampling":
-            e.sampling = parse_sampling(value, where)
+_STR_KEYS = ("description", "path", "file", "sha256", "prompt_format", "system_prompt", "tokenizer_model",
+             "base_url", "api_key_env", "backend", "memory")
+_INT_KEYS = {"context_length": (16, 1 << 20), "threads": (0, 1024), "size": (0, 1 << 50),
+             "max_tokens": (1, 1 << 20), "timeout": (1, 3600)}
+# List settings: (what each item must be, in words; whether an empty string is allowed).
+_LIST_KEYS = {"stop": ("a list of non-empty strings", False), "tools": ("a list of tool names", True),
+              "aliases": ("a list of non-empty names", False)}
+_KNOWN_KEYS = frozenset(_STR_KEYS) | set(_INT_KEYS) | set(_LIST_KEYS) | {"source", "sampling", "model"}
+
+
+def _set_key(e: ModelEntry, key: str, value: Any, where: str) -> None:
+    """Check one setting of a model table and store it on ``e``."""
+    if key not in _KNOWN_KEYS:
+        raise ValueError(f"{where}.{key} is not a known setting; allowed: {', '.join(sorted(_KNOWN_KEYS))}")
+    if key in _STR_KEYS or key == "model":
+        _check(isinstance(value, str), where, key, "a string", value)
+        setattr(e, "remote_model" if key == "model" else key, value)
+    elif key in _INT_KEYS:
+        lo, hi = _INT_KEYS[key]
+        _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+               where, key, f"an integer between {lo} and {hi}", value)
+        setattr(e, key, value)
+    elif key in _LIST_KEYS:
+        what, empty_ok = _LIST_KEYS[key]
+        _check(isinstance(value, list) and all(isinstance(s, str) and (empty_ok or s) for s in value),
+               where, key, what, value)
+        setattr(e, key, list(value))
+    elif key == "source":
+        _check(isinstance(value, dict), where, key, "a table (url, hf and file, wheel/members or wheels)", value)
+        check_source(value, where)
+        e.source = dict(value)
+    else:
+        e.sampling = parse_sampling(value, where)
+
+
+def _check_entry(e: ModelEntry, where: str) -> None:
+    """Checks across settings, once the table is read; a url/hf source names the cache file."""
     _check(e.memory in MEMORY_CHOICES, where, "memory", f"one of {MEMORY_CHOICES}", e.memory)
     # Backends other than "local" come from plugins (register_backends), which may be loaded
     # from this very file's plugin_dirs, so only the name's shape is checked here; a name no
@@ -269,6 +260,16 @@ def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
     if e.sha256:
         _check(len(e.sha256) == 64 and all(c in "0123456789abcdef" for c in e.sha256.lower()),
                where, "sha256", "64 hexadecimal digits", e.sha256)
+
+
+def parse_entry(name: str, raw: Any, origin: str) -> ModelEntry:
+    """Validate one model table; ValueError names the key and what is allowed."""
+    where = f"{origin}: models.{name}"
+    _check(isinstance(raw, dict), f"{origin}: models", name, "a table", raw)
+    e = ModelEntry(name=name, origin=origin)
+    for key, value in raw.items():
+        _set_key(e, key, value, where)
+    _check_entry(e, where)
     return e
 
 
@@ -286,55 +287,61 @@ def user_config_path(explicit: str | None = None) -> Path:
     return Path(env) if env else config_dir() / "models.toml"
 
 
-def load_registry(config: str | None = None) -> Registry:
-    """Read the default registry and the user's file; bad entries become ``errors``."""
-    sources: list[tuple[str, str]] = [("models.toml (built in)", default_registry_text())]
+def _user_sources(config: str | None, errors: list[str]) -> list[tuple[str, str]]:
+    """(origin, text) of the user's models.toml, if there is one to read."""
     user = user_config_path(config)
-    errors: list[str] = []
     if user.is_file():
         try:
-            sources.append((str(user), user.read_text(encoding="utf-8")))
+            return [(str(user), user.read_text(encoding="utf-8"))]
         except (OSError, UnicodeDecodeError) as err:
             errors.append(f"{user}: cannot read: {err}")
     elif config:
         errors.append(f"{user}: no such file")
-    models: dict[str, ModelEntry] = {}
-    default = ""
-    plugin_dirs: list[str] = []
-    files: list[str] = []
+    return []
+
+
+def _read_document(origin: str, doc: dict[str, Any], reg: Registry) -> None:
+    """Fold one file's ``default``, ``plugin_dirs`` and ``[models.*]`` tables into ``reg``."""
+    if "default" in doc:
+        if isinstance(doc["default"], str):
+            reg.default = doc["default"]
+        else:
+            reg.errors.append(f"{origin}: default must be a model name (a string), got {doc['default']!r}")
+    pd = doc.get("plugin_dirs", [])
+    if isinstance(pd, list) and all(isinstance(p, str) for p in pd):
+        reg.plugin_dirs.extend(os.path.expanduser(p) for p in pd)
+    else:
+        reg.errors.append(f"{origin}: plugin_dirs must be a list of directory paths")
+    raw_models = doc.get("models", {})
+    if not isinstance(raw_models, dict):
+        reg.errors.append(f"{origin}: models must be a table of [models.NAME] tables")
+        return
+    for name, raw in raw_models.items():
+        try:
+            reg.models[name] = parse_entry(name, raw, origin)
+        except ValueError as err:
+            reg.models.pop(name, None)
+            reg.errors.append(str(err))
+
+
+def load_registry(config: str | None = None) -> Registry:
+    """Read the default registry and the user's file; bad entries become ``errors``."""
+    reg = Registry(models={}, default="", errors=[], files=[])
+    sources = [("models.toml (built in)", default_registry_text())] + _user_sources(config, reg.errors)
     for origin, text in sources:
         try:
             doc = _read_toml(text, origin)
         except ConfigError as err:
-            errors.append(str(err))
+            reg.errors.append(str(err))
             continue
-        files.append(origin)
-        if "default" in doc:
-            if isinstance(doc["default"], str):
-                default = doc["default"]
-            else:
-                errors.append(f"{origin}: default must be a model name (a string), got {doc['default']!r}")
-        pd = doc.get("plugin_dirs", [])
-        if isinstance(pd, list) and all(isinstance(p, str) for p in pd):
-            plugin_dirs.extend(os.path.expanduser(p) for p in pd)
-        else:
-            errors.append(f"{origin}: plugin_dirs must be a list of directory paths")
-        raw_models = doc.get("models", {})
-        if not isinstance(raw_models, dict):
-            errors.append(f"{origin}: models must be a table of [models.NAME] tables")
-            continue
-        for name, raw in raw_models.items():
-            try:
-                models[name] = parse_entry(name, raw, origin)
-            except ValueError as err:
-                models.pop(name, None)
-                errors.append(str(err))
-    if default and default not in models:
-        errors.append(f"default model {default!r} is not a usable entry")
-        default = next(iter(models), "")
-    elif not default:
-        default = next(iter(models), "")
-    return Registry(models=models, default=default, errors=errors, files=files, plugin_dirs=plugin_dirs)
+        reg.files.append(origin)
+        _read_document(origin, doc, reg)
+    if reg.default and reg.default not in reg.models:
+        reg.errors.append(f"default model {reg.default!r} is not a usable entry")
+        reg.default = next(iter(reg.models), "")
+    elif not reg.default:
+        reg.default = next(iter(reg.models), "")
+    return reg
 
 
 def _looks_like_path(text: str) -> bool:

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__
+from .version import __version__
 
 
 def core_status() -> dict[str, Any]:

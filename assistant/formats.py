@@ -36,7 +36,6 @@ class PromptFormat:
     render_fn: Renderer
     stop: list[str] = field(default_factory=list)
     description: str = ""
-    default_system: str = ""
     supports_tools: bool = False
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import numpy as np
-
 from .core.engine import Model
 from .core.sampling import log_softmax
 

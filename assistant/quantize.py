@@ -14,8 +14,7 @@ import sys
 
 import numpy as np
 
-from .core.gguf import GGML_TYPES, GGUFError, open_gguf
-from .core.gguf import T_UINT32
+from .core.gguf import GGML_TYPES, T_UINT32, GGUFError, open_gguf
 from .core.gguf_writer import TensorToWrite, write_gguf
 from .core.quants import QUANTIZE_TYPES, dequantize, quantize
 

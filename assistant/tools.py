@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, get_type_hints
 
 from .plugin_manager import get_plugins
-from .toolcalls import ToolCall, parse_tool_calls  # noqa: F401  (re-exported)
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_RESULT_CHARS = 8000

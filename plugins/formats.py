@@ -44,53 +44,56 @@ def chatml(messages: list[Message], add_generation_prompt: bool, tools: Any = No
     return "".join(parts)
 
 
-def alpaca(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
-    system, rest = _split_system(messages, ALPACA_SYSTEM)
-    out = system + "\n\n" if system else ""
+def _labelled(messages: list[Message], add_generation_prompt: bool, default_system: str, after_system: str,
+              user: str, assistant: str, generation: str) -> str:
+    """Turns as labelled paragraphs (Alpaca, Vicuna) after the system prompt."""
+    system, rest = _split_system(messages, default_system)
+    out = system + after_system if system else ""
     for role, content in _turns(rest):
-        if role == "assistant":
-            out += f"### Response:\n{content}\n\n"
-        else:
-            out += f"### Instruction:\n{content}\n\n"
-    if add_generation_prompt:
-        out += "### Response:\n"
-    return out
+        out += (assistant if role == "assistant" else user).format(content=content)
+    return out + generation if add_generation_prompt else out
+
+
+def alpaca(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
+    return _labelled(messages, add_generation_prompt, ALPACA_SYSTEM, "\n\n", "### Instruction:\n{content}\n\n",
+                     "### Response:\n{content}\n\n", "### Response:\n")
 
 
 def vicuna(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
-    system, rest = _split_system(messages, VICUNA_SYSTEM)
-    out = system + " " if system else ""
+    return _labelled(messages, add_generation_prompt, VICUNA_SYSTEM, " ", "USER: {content} ",
+                     "ASSISTANT: {content}</s>", "ASSISTANT:")
+
+
+def _inst(messages: list[Message], start: str, user: str, assistant: str, first_user: str) -> str:
+    """[INST] prompts (Llama 2, Mistral): the system prompt goes into the first user turn."""
+    system, rest = _split_system(messages)
+    out = start
+    first = True
     for role, content in _turns(rest):
         if role == "assistant":
-            out += f"ASSISTANT: {content}</s>"
-        else:
-            out += f"USER: {content} "
-    if add_generation_prompt:
-        out += "ASSISTANT:"
+            out += assistant.format(content=content)
+            continue
+        if first and system:
+            content = first_user.format(system=system, content=content)
+        first = False
+        out += user.format(content=content)
     return out
 
 
 def llama2(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
-    system, rest = _split_system(messages)
-    out = ""
-    first = True
-    for role, content in _turns(rest):
-        if role == "assistant":
-            out += f" {content} </s>"
-            continue
-        if first and system:
-            content = f"<<SYS>>\n{system}\n<</SYS>>\n\n{content}"
-        first = False
-        out += f"<s>[INST] {content} [/INST]"
-    return out
+    return _inst(messages, "", "<s>[INST] {content} [/INST]", " {content} </s>",
+                 "<<SYS>>\n{system}\n<</SYS>>\n\n{content}")
+
+
+def _renamed(messages: list[Message], tool_role: str) -> list[tuple[str, str]]:
+    """(role, content) with the ``tool`` role written as ``tool_role``."""
+    roles = [str(m.get("role", "user")) for m in messages]
+    return [(tool_role if r == "tool" else r, str(m.get("content", ""))) for r, m in zip(roles, messages)]
 
 
 def llama3(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
-    out = "<|begin_of_text|>"
-    for m in messages:
-        role = m.get("role", "user")
-        role = "ipython" if role == "tool" else role
-        out += f"<|start_header_id|>{role}<|end_header_id|>\n\n{str(m.get('content', '')).strip()}<|eot_id|>"
+    out = "<|begin_of_text|>" + "".join(f"<|start_header_id|>{role}<|end_header_id|>\n\n{content.strip()}<|eot_id|>"
+                                        for role, content in _renamed(messages, "ipython"))
     if add_generation_prompt:
         out += "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return out
@@ -152,26 +155,11 @@ def gemma(messages: list[Message], add_generation_prompt: bool, tools: Any = Non
 
 
 def mistral(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
-    system, rest = _split_system(messages)
-    out = "<s>"
-    first = True
-    for role, content in _turns(rest):
-        if role == "assistant":
-            out += f"{content}</s>"
-            continue
-        if first and system:
-            content = f"{system}\n\n{content}"
-        first = False
-        out += f"[INST] {content} [/INST]"
-    return out
+    return _inst(messages, "<s>", "[INST] {content} [/INST]", "{content}</s>", "{system}\n\n{content}")
 
 
 def zephyr(messages: list[Message], add_generation_prompt: bool, tools: Any = None) -> str:
-    out = ""
-    for m in messages:
-        role = m.get("role", "user")
-        role = "user" if role == "tool" else role
-        out += f"<|{role}|>\n{m.get('content', '')}</s>\n"
+    out = "".join(f"<|{role}|>\n{content}</s>\n" for role, content in _renamed(messages, "user"))
     if add_generation_prompt:
         out += "<|assistant|>\n"
     return out
@@ -183,9 +171,8 @@ def plain(messages: list[Message], add_generation_prompt: bool, tools: Any = Non
 
 FORMATS = [
     PromptFormat("chatml", chatml, ["<|im_end|>"], "ChatML (<|im_start|>role ... <|im_end|>)"),
-    PromptFormat("alpaca", alpaca, ["### Instruction:"], "Stanford Alpaca instruction format",
-                 ALPACA_SYSTEM),
-    PromptFormat("vicuna", vicuna, ["USER:", "</s>"], "Vicuna v1.1 (USER: ... ASSISTANT:)", VICUNA_SYSTEM),
+    PromptFormat("alpaca", alpaca, ["### Instruction:"], "Stanford Alpaca instruction format"),
+    PromptFormat("vicuna", vicuna, ["USER:", "</s>"], "Vicuna v1.1 (USER: ... ASSISTANT:)"),
     PromptFormat("llama-2", llama2, ["</s>", "[INST]"], "Llama 2 chat ([INST] <<SYS>> ... [/INST])"),
     PromptFormat("llama-3", llama3, ["<|eot_id|>"], "Llama 3 instruct (header ids, <|eot_id|>)"),
     PromptFormat("qwen3", qwen3, ["<|im_end|>"], "Qwen3 (ChatML; earlier replies' <think> blocks left out)"),

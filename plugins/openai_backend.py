@@ -50,8 +50,8 @@ class OpenAIBackend:
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, settings: Any,
-               cancel: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
+    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+              settings: Any) -> dict[str, Any]:
         s = settings.sampling
         body: dict[str, Any] = {"model": self.entry.remote_model or self.name, "messages": messages, "stream": True,
                                 "max_tokens": settings.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
@@ -65,12 +65,13 @@ class OpenAIBackend:
         if getattr(settings, "json_schema", None) is not None:  # the upstream server enforces it
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer",
                                                                               "schema": settings.json_schema}}
+        return body
+
+    def _open(self, body: dict[str, Any], timeout: float) -> Any:
         req = urllib.request.Request(self.api + "/chat/completions", data=json.dumps(body).encode(),
                                      headers=self._headers(), method="POST")
-        timeout = float(getattr(self.entry, "timeout", 60))
-        deadline = time.monotonic() + timeout * TOTAL_TIMEOUT_FACTOR
         try:
-            resp = urllib.request.urlopen(req, timeout=timeout)
+            return urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as err:
             detail = err.read(2000).decode("utf-8", "replace")
             if err.code == 401:
@@ -78,29 +79,44 @@ class OpenAIBackend:
             raise ChatError(f"{self.base} answered {err.code}: {detail[:300]}") from None
         except (urllib.error.URLError, OSError) as err:
             raise ChatError(f"cannot reach {self.base}: {getattr(err, 'reason', err)}") from None
+
+    def _chunks(self, resp: Any, cancel: Callable[[], bool] | None, timeout: float,
+                deadline: float) -> Iterator[dict[str, Any] | None]:
+        """The stream's JSON chunks up to ``[DONE]``; None (then nothing) once ``cancel`` says so."""
+        for raw in resp:
+            if cancel is not None and cancel():
+                yield None
+                return
+            if time.monotonic() > deadline:
+                raise ChatError(f"{self.base} is answering too slowly; gave up after "
+                                f"{timeout * TOTAL_TIMEOUT_FACTOR:g} s")
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                obj = json.loads(data)
+            except json.JSONDecodeError:
+                raise ChatError(f"{self.base} sent a malformed stream") from None
+            if "error" in obj:
+                raise ChatError(f"{self.base}: {obj['error'].get('message', obj['error'])}")
+            yield obj
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, settings: Any,
+               cancel: Callable[[], bool] | None) -> Iterator[dict[str, Any]]:
+        timeout = float(getattr(self.entry, "timeout", 60))
+        deadline = time.monotonic() + timeout * TOTAL_TIMEOUT_FACTOR
+        resp = self._open(self._body(messages, tools, settings), timeout)
         finish = "stop"
         generated = 0
         usage: dict[str, Any] = {}  # the server's own token counts, when it sends them
         try:
-            for raw in resp:
-                if cancel is not None and cancel():
+            for obj in self._chunks(resp, cancel, timeout, deadline):
+                if obj is None:
                     finish = "cancelled"  # closing the response below closes the remote request
                     break
-                if time.monotonic() > deadline:
-                    raise ChatError(f"{self.base} is answering too slowly; gave up after "
-                                    f"{timeout * TOTAL_TIMEOUT_FACTOR:g} s")
-                line = raw.decode("utf-8", "replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    obj = json.loads(data)
-                except json.JSONDecodeError:
-                    raise ChatError(f"{self.base} sent a malformed stream") from None
-                if "error" in obj:
-                    raise ChatError(f"{self.base}: {obj['error'].get('message', obj['error'])}")
                 if isinstance(obj.get("usage"), dict):
                     usage = obj["usage"]
                 for ch in obj.get("choices", []):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.config import load_registry, parse_entry
+from assistant.config import load_registry, parse_entry, parse_sampling
+from assistant.core.sampling import SAMPLING_FIELDS
 
 
 def test_default_registry_has_the_three_real_models():
@@ -33,7 +34,7 @@ def test_bad_entry_is_disabled_with_a_named_error(tmp_path):
                    '[models.fine]\npath = "/y.gguf"\n')
     reg = load_registry(str(cfg))
     assert "broken" not in reg.models and "fine" in reg.models
-    assert any("models.broken.sampling.temperature must be a number >= 0, got 'hot'" in e for e in reg.errors)
+    assert any("models.broken.sampling.temperature must be a number between 0 and 100, got 'hot'" in e for e in reg.errors)
     assert any(str(cfg) in e for e in reg.errors)
     with pytest.raises(KeyError, match="broken"):
         reg.get("broken")
@@ -53,6 +54,21 @@ def test_bad_entry_is_disabled_with_a_named_error(tmp_path):
 def test_validation_messages(raw, message):
     with pytest.raises(ValueError, match=message):
         parse_entry("m", raw, "models.toml")
+
+
+def test_every_sampling_field_is_a_setting_with_its_range():
+    """models.toml's sampling keys, their kinds and ranges are SAMPLING_FIELDS, nothing else."""
+    for f in SAMPLING_FIELDS:
+        good = parse_sampling({f.name: f.lo}, "models.toml")
+        assert getattr(good, f.name) == f.lo and type(getattr(good, f.name)) is (int if f.kind == "int" else float)
+        with pytest.raises(ValueError, match=f"sampling: {f.name} must be between"):
+            parse_sampling({f.name: f.lo - 1}, "models.toml")
+        if f.kind == "int":
+            with pytest.raises(ValueError, match=f"sampling.{f.name} must be an integer"):
+                parse_sampling({f.name: f.lo + 0.5}, "models.toml")
+    with pytest.raises(ValueError) as err:
+        parse_sampling({"warmth": 1}, "models.toml")
+    assert str(err.value).endswith("allowed: " + ", ".join(f.name for f in SAMPLING_FIELDS))
 
 
 def test_broken_toml_keeps_the_defaults(tmp_path):

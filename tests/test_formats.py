@@ -44,6 +44,31 @@ def test_named_format_renders_exactly(name):
     assert fmt.render(CONV) == EXPECTED[name]
 
 
+# A tool round, and braces in the text (the [INST] formats fill templates with str.format).
+TOOL_CONV = [{"role": "system", "content": "Use {braces}."}, {"role": "user", "content": "What is {x}?"},
+             {"role": "assistant", "content": "Calling."}, {"role": "tool", "content": '{"x": 42}'},
+             {"role": "user", "content": "Thanks"}]
+TOOL_EXPECTED = {
+    "llama-2": '<s>[INST] <<SYS>>\nUse {braces}.\n<</SYS>>\n\nWhat is {x}? [/INST] Calling. </s>'
+               '<s>[INST] [tool result]\n{"x": 42} [/INST]<s>[INST] Thanks [/INST]',
+    "llama-3": '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nUse {braces}.<|eot_id|>'
+               '<|start_header_id|>user<|end_header_id|>\n\nWhat is {x}?<|eot_id|>'
+               '<|start_header_id|>assistant<|end_header_id|>\n\nCalling.<|eot_id|>'
+               '<|start_header_id|>ipython<|end_header_id|>\n\n{"x": 42}<|eot_id|>'
+               '<|start_header_id|>user<|end_header_id|>\n\nThanks<|eot_id|>'
+               '<|start_header_id|>assistant<|end_header_id|>\n\n',
+    "mistral": '<s>[INST] Use {braces}.\n\nWhat is {x}? [/INST]Calling.</s>[INST] [tool result]\n{"x": 42} [/INST]'
+               '[INST] Thanks [/INST]',
+    "zephyr": '<|system|>\nUse {braces}.</s>\n<|user|>\nWhat is {x}?</s>\n<|assistant|>\nCalling.</s>\n'
+              '<|user|>\n{"x": 42}</s>\n<|user|>\nThanks</s>\n<|assistant|>\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOOL_EXPECTED))
+def test_tool_results_and_braces_render_exactly(name):
+    assert prompt_formats()[name].render(TOOL_CONV) == TOOL_EXPECTED[name]
+
+
 def test_every_named_format_has_stops_or_is_plain():
     for name, fmt in prompt_formats().items():
         assert fmt.stop or name == "plain", name

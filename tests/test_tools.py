@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from assistant.tools import parse_slash_command, parse_tool_calls, registered_tools, run_tool, tool_from_function
+from assistant.toolcalls import parse_tool_calls
+from assistant.tools import parse_slash_command, registered_tools, run_tool, tool_from_function
 
 
 def test_schema_from_signature_and_docstring():
