@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator
 
-from .config import ModelEntry, Registry, local_model_file
+from .config import ModelEntry, local_model_file
 from .core.engine import GenerationSettings, Model, Piece
 from .core.json_constraint import ConstraintFactory, JsonSchemaError, check_schema
 from .core.sampling import SamplingSettings, TokenConstraint, log_softmax
@@ -309,11 +309,10 @@ def plugin_backends() -> dict[str, Callable[[ModelEntry], Any]]:
     return factories
 
 
-def backend_loader(entry: ModelEntry, registry: Registry | None = None,
+def backend_loader(entry: ModelEntry,
                    factories: dict[str, Callable[[ModelEntry], Any]] | None = None) -> Callable[[], Any]:
     """A function that opens ``entry``'s backend: the local engine, or the factory its
-    ``backend`` names. ChatError at once for a backend no plugin provides. ``registry`` is
-    not used (cli.py still passes it; drop both together)."""
+    ``backend`` names. ChatError at once for a backend no plugin provides."""
     if entry.backend == "local":
         return lambda: LocalBackend.load(entry)
     found = plugin_backends() if factories is None else factories

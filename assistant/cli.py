@@ -101,7 +101,7 @@ def _backend(ctx: click.Context, entry: ModelEntry) -> Any:
     """The entry's chat backend: the local engine, or the remote one its plugin provides."""
     from .chat import backend_loader
 
-    return backend_loader(entry, _registry(ctx))()
+    return backend_loader(entry)()
 
 
 @main.command()

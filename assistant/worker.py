@@ -167,7 +167,7 @@ class ModelManager:
         with self._lock:
             w = self.workers.get(entry.name)
             if w is None or (w.state == "error" and not w.queue_length()):
-                loader = backend_loader(entry, self.registry, self.backend_factories)
+                loader = backend_loader(entry, self.backend_factories)
                 w = Worker(entry.name, loader, self.queue_cap)
                 self.workers[entry.name] = w
             return w

@@ -87,3 +87,12 @@ def test_aliases_name_a_model_for_api_clients(tmp_path):
     assert reg.resolve("gpt-3.5-turbo") == "mine" and reg.resolve("mine") == "mine"
     assert reg.resolve("gpt-4o") is None
     assert any("models.bad.aliases must be a list" in e for e in reg.errors)
+
+
+def test_a_zero_repeat_penalty_is_refused():
+    """The penalty divides logits: zero would turn every repeated token's logit into inf."""
+    from assistant.core.sampling import SamplingError, SamplingSettings
+
+    with pytest.raises(SamplingError, match="repeat_penalty must be between 0.01 and 100"):
+        SamplingSettings(repeat_penalty=0.0).validate()
+    SamplingSettings(repeat_penalty=0.01).validate()

@@ -37,7 +37,7 @@ SAMPLING_FIELDS: Final = (
     SamplingField("top_k", "int", 40, 0.0, 1e9, "keep the k likeliest tokens (0: all)"),
     SamplingField("top_p", "float", 0.95, 0.0, 1.0, "keep the likeliest tokens up to this total probability"),
     SamplingField("min_p", "float", 0.05, 0.0, 1.0, "drop tokens below this fraction of the likeliest one"),
-    SamplingField("repeat_penalty", "float", 1.0, 0.0, 100.0, "divide repeated tokens' logits by this (1: off)"),
+    SamplingField("repeat_penalty", "float", 1.0, 0.01, 100.0, "divide repeated tokens' logits by this (1: off)"),
     SamplingField("repeat_last_n", "int", 64, -1.0, 1e9, "how many recent tokens the penalties see (-1: all)"),
     SamplingField("frequency_penalty", "float", 0.0, -2.0, 2.0, "subtract this per earlier occurrence"),
     SamplingField("presence_penalty", "float", 0.0, -2.0, 2.0, "subtract this once for any earlier occurrence"),
