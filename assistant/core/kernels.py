@@ -120,57 +120,20 @@ prange: Callable[[int], range] = _numba.prange if _numba is not None else _prang
 
 # ----------------------------------------------------------------------------- products
 
-@_jit(parallel=True)
-def _qmatmul_nb(x3: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
-    # Codes converted on the fly with the accumulators in registers, row after row over a
-    # chunk still in cache (a kernel that expanded each group once for all rows measured no
-    # faster: docs/performance.md). x3 (T, nb, g); codes (C, nb, g, W); scales/mins (C, nb, W);
-    # y (T, C*W)
-    t_rows = x3.shape[0]
-    n_chunks = codes.shape[0]
-    nb = codes.shape[1]
-    g = codes.shape[2]
-    has_mins = mins.shape[0] > 0
-    for c in prange(n_chunks):
-        acc = np.empty(W, np.float32)
-        out = np.empty(W, np.float32)
-        for t in range(t_rows):
-            out[:] = 0.0
-            for b in range(nb):
-                acc[:] = 0.0
-                for j in range(g):
-                    xi = x3[t, b, j]
-                    for o in range(W):
-                        acc[o] += xi * codes[c, b, j, o]
-                if has_mins:
-                    xs = np.float32(0.0)
-                    for j in range(g):
-                        xs += x3[t, b, j]
-                    for o in range(W):
-                        out[o] += acc[o] * _scale_f32(scales[c, b, o]) + xs * _scale_f32(mins[c, b, o])
-                else:
-                    for o in range(W):
-                        out[o] += acc[o] * _scale_f32(scales[c, b, o])
-            for o in range(W):
-                y[t, c * W + o] = out[o]
+def _group_sum(x3: F32, codes: Any, t: int, b: int, c: int, acc: F32) -> None:
+    """acc[o] = sum_j x3[t, b, j] * code(c, b, j, o): chosen by the codes' type when compiled."""
+    raise NotImplementedError  # only the compiled overloads below run
 
 
-@_jit(parallel=True)
-def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: SC, mins: SC, y: F32) -> None:
-    # x3 (T, nb, g); nibs (C, nb, g/2, W): input j in the low nibble, j + g/2 in the high;
-    # weight = (nibble - offset) * scale + min, the offset folded in per group via sum(x)
-    t_rows = x3.shape[0]
-    n_chunks = nibs.shape[0]
-    nb = nibs.shape[1]
-    hg = nibs.shape[2]
-    has_mins = mins.shape[0] > 0
-    for c in prange(n_chunks):
-        acc = np.empty(W, np.float32)
-        out = np.empty(W, np.float32)
-        for t in range(t_rows):
-            out[:] = 0.0
-            for b in range(nb):
-                acc[:] = 0.0
+def _group_sum_overload() -> None:
+    from numba.core import types
+    from numba.extending import overload
+
+    @overload(_group_sum, inline="always")
+    def impl(x3: Any, codes: Any, t: Any, b: Any, c: Any, acc: Any) -> Any:
+        if codes.dtype == types.uint8:  # 4-bit: input j in the low nibble, j + g/2 in the high
+            def nibbles(x3: Any, codes: Any, t: Any, b: Any, c: Any, acc: Any) -> Any:
+                hg = codes.shape[2]
                 for j in range(hg):
                     # byte = lo + 16 hi, so x_lo*lo + x_hi*hi = x_lo*byte + (x_hi - 16 x_lo)*hi:
                     # one vector op fewer per 32 weights than splitting out lo
@@ -179,10 +142,45 @@ def _q4matmul_nb(x3: F32, nibs: U8, offset: np.float32, scales: SC, mins: SC, y:
                     for o in range(W):
                         # Float math splits the byte: numba widens integer ops to int64,
                         # which would halve the SIMD lanes.
-                        qf = np.float32(nibs[c, b, j, o])
+                        qf = np.float32(codes[c, b, j, o])
                         acc[o] += x_lo * qf + x_hi * np.floor(qf * np.float32(0.0625))
+            return nibbles
+
+        def int8(x3: Any, codes: Any, t: Any, b: Any, c: Any, acc: Any) -> Any:
+            for j in range(codes.shape[2]):
+                xi = x3[t, b, j]
+                for o in range(W):
+                    acc[o] += xi * codes[c, b, j, o]
+        return int8
+
+
+if _numba is not None:
+    _group_sum_overload()
+
+
+@_jit(parallel=True)
+def _matmul_nb(x3: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, y: F32) -> None:
+    # x3 (T, nb, g); codes (C, nb, g, W) int8, or 4-bit (C, nb, g/2, W) uint8 (see
+    # _group_sum: one kernel per type, chosen when compiled); scales/mins (C, nb, W); y (T, C*W).
+    # weight = (code - offset) * scale + min, the offset folded in per group via sum(x).
+    # Codes are converted on the fly with the accumulators in registers, row after row over a
+    # chunk still in cache (a kernel that expanded each group once for all rows measured no
+    # faster: docs/performance.md).
+    t_rows = x3.shape[0]
+    n_chunks = codes.shape[0]
+    nb = x3.shape[1]
+    g = x3.shape[2]
+    has_mins = mins.shape[0] > 0
+    for c in prange(n_chunks):
+        acc = np.empty(W, np.float32)
+        out = np.empty(W, np.float32)
+        for t in range(t_rows):
+            out[:] = 0.0
+            for b in range(nb):
+                acc[:] = 0.0
+                _group_sum(x3, codes, t, b, c, acc)
                 xs = np.float32(0.0)
-                for j in range(2 * hg):
+                for j in range(g):
                     xs += x3[t, b, j]
                 shift = offset * xs
                 if has_mins:
@@ -220,7 +218,7 @@ def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
     if HAVE_NUMBA:
         _apply_threads()
         with _parallel:
-            _qmatmul_nb(x3, codes, scales, mins, y)
+            _matmul_nb(x3, codes, np.float32(0.0), scales, mins, y)
     else:
         _banded_np(x, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
 
@@ -233,7 +231,7 @@ def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> N
     if HAVE_NUMBA:
         _apply_threads()
         with _parallel:
-            _q4matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
+            _matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
         return
     _banded_np(x, nibs.shape[0], lambda c0, part: q4dequant(nibs, offset, scales, mins, c0, part), y)
 
