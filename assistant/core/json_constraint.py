@@ -904,6 +904,10 @@ class JsonConstraint(TokenConstraint):
         self.state: State = cache.grammar.start
         self.eog = frozenset(int(i) for i in cache.eog)
         self._bytes = token_bytes
+        # The token allows() last checked and the state it leads to: accept() of the same
+        # token (the usual next call) reuses it instead of stepping the grammar again.
+        self._checked = -1
+        self._checked_state: State = frozenset()
 
     def fresh(self) -> "JsonConstraint":
         return JsonConstraint(self.cache, self._bytes)
@@ -923,13 +927,15 @@ class JsonConstraint(TokenConstraint):
 
     def allows(self, tid: int) -> bool:
         t0 = time.perf_counter()
-        ok = bool(self._advance(tid))
+        st = self._advance(tid)
+        self._checked, self._checked_state = tid, st
         self.cache.seconds += time.perf_counter() - t0
-        return ok
+        return bool(st)
 
     def accept(self, tid: int) -> None:
         t0 = time.perf_counter()
-        st = self._advance(tid)
+        st = self._checked_state if tid == self._checked else self._advance(tid)
+        self._checked = -1
         if st:
             self.state = st
         self.cache.seconds += time.perf_counter() - t0
