@@ -48,7 +48,7 @@ def load_local_model(path: str | Path, entry: ModelEntry | None = None, memory: 
     if entry is not None and entry.threads > 0:
         from .core.kernels import set_threads
 
-        set_threads(entry.threads)
+        set_threads(entry.threads, default=True)
     return Model(str(path), memory=mode, n_ctx=n_ctx or (entry.context_length if entry else 0),
                  tokenizer_model=entry.tokenizer_model if entry else "",
                  name=entry.name if entry else str(path))

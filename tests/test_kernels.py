@@ -275,3 +275,15 @@ def test_no_kernel_compiles_after_load(tmp_path):
             list(m.generate([5, 6, 7, 5, 6, 7, 5, 6], settings))
         assert signatures() == before, qtype.name
     assert kernels.release_compiler_pages() >= 0
+
+
+def test_a_models_thread_count_gives_way_to_the_users(monkeypatch):
+    """models.toml's `threads` applies only when neither --threads nor ASSISTANT_THREADS chose."""
+    monkeypatch.setattr(kernels, "_threads", 0)
+    monkeypatch.setattr(kernels, "_threads_chosen", False)
+    kernels.set_threads(1, default=True)
+    assert kernels._threads in (0, 1) and not kernels._threads_chosen  # (0 without numba)
+    kernels.set_threads(2)
+    assert kernels._threads_chosen
+    kernels.set_threads(1, default=True)
+    assert kernels._threads == (2 if kernels.HAVE_NUMBA else 0)

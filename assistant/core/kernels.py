@@ -465,15 +465,19 @@ def stream_sum(a: I8) -> int:
 # ----------------------------------------------------------------------------- threads
 
 _threads = 0  # 0: numba's default (every core)
+_threads_chosen = False  # set by --threads or ASSISTANT_THREADS: models.toml cannot override it
 _local = threading.local()
 
 
-def set_threads(n: int) -> None:
+def set_threads(n: int, default: bool = False) -> None:
     """Use ``n`` threads in the kernels and in BLAS. numba's setting is per calling thread,
-    so each kernel call applies it in the thread it runs on (request threads included)."""
-    global _threads
-    if n <= 0:
+    so each kernel call applies it in the thread it runs on (request threads included).
+    ``default`` (a model's own setting) gives way to a count the user chose for the process
+    (``--threads``, ``ASSISTANT_THREADS``)."""
+    global _threads, _threads_chosen
+    if n <= 0 or (default and _threads_chosen):
         return
+    _threads_chosen = _threads_chosen or not default
     if _numba is not None:
         _threads = max(1, min(n, int(_numba.config.NUMBA_NUM_THREADS)))
     try:
