@@ -383,10 +383,10 @@ class ChatRunner:
                 text += ev["text"]
                 shown = visible_end(text, markers) if markers is not None else len(text)
                 if shown > emitted:
-                    out = ev.copy()
-                    out["text"] = text[emitted:shown]
+                    if emitted + len(ev["text"]) != shown or shown != len(text):  # not just this token
+                        ev = {**ev, "text": text[emitted:shown]}
                     emitted = shown
-                    yield out
+                    yield ev
             elif ev["type"] == "done":
                 last_done = ev
                 for k in totals:

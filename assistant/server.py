@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, request
 
 from . import api_conversations, chat_socket, openai_api, pages
+from .chat import plugin_backends
 from .config import Registry, load_registry
 from .errors import ChatError
 from .http import MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, ApiError, BadRequest, error_response
-from .plugin_manager import get_plugins
 from .state import EXTENSION, AppState, app_state
 from .store import open_store, set_default_store
 from .worker import Busy, ModelManager
@@ -59,8 +59,7 @@ def _state(cfg: dict[str, Any]) -> AppState:
     """The state the routes share, from create_app's ``config``."""
     registry: Registry = cfg.get("REGISTRY") or load_registry(cfg.get("CONFIG_PATH"))
     set_default_store(cfg.get("DB_PATH"))  # plugins that open the store (notes) get this one too
-    factories: dict[str, Any] = dict(cfg.get("BACKEND_FACTORIES") or {})
-    get_plugins().call_safely("register_backends", register=lambda name, f: factories.setdefault(name, f))
+    factories: dict[str, Any] = {**plugin_backends(), **(cfg.get("BACKEND_FACTORIES") or {})}
     manager = ModelManager(registry, int(cfg.get("QUEUE_CAP", 8)), factories)
     host = str(cfg.get("HOST", "127.0.0.1"))
     allowed = set(LOOPBACK_HOSTS)
