@@ -193,20 +193,21 @@ def _matmul_nb(x3: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, y:
                 y[t, c * W + o] = out[o]
 
 
-def _banded_np(x: F32, n_chunks: int, expand: Callable[[int, F32], None], y: F32) -> None:
-    """The numpy path's product: ``expand(c0, part)`` writes chunks ``c0 ..`` as float32
-    ``(n_in, n * W)`` into a cache-sized band, which BLAS multiplies."""
+def banded(x: F32, n_chunks: int, expand: Callable[[int, F32], None], y: F32) -> None:
+    """``y = x @ W`` for many rows: ``expand(c0, part)`` writes chunks ``c0 ..`` as float32
+    ``(n_in, n * W)`` into a cache-sized band, which BLAS multiplies into y's columns."""
     n_in = x.shape[1]
-    band = max(1, _NP_BAND_ELEMS // (n_in * W))
+    band = max(1, min(n_chunks, BAND_ELEMS // (n_in * W)))
     buf = np.empty((n_in, band * W), dtype=np.float32)
     for c0 in range(0, n_chunks, band):
         n = min(band, n_chunks - c0)
-        expand(c0, buf[:, :n * W])
-        y[:, c0 * W:(c0 + n) * W] = x @ buf[:, :n * W]
+        part = buf[:, :n * W]
+        expand(c0, part)
+        np.matmul(x, part, out=y[:, c0 * W:(c0 + n) * W])
 
 
-# float32 weights the numpy path expands per band (4 MiB: stays in cache).
-_NP_BAND_ELEMS: Final = 1 << 20
+# float32 weights expanded per band (4 MiB: stays in the CPU's caches).
+BAND_ELEMS: Final = 1 << 20
 
 
 def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
@@ -220,7 +221,7 @@ def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
         with _parallel:
             _matmul_nb(x3, codes, np.float32(0.0), scales, mins, y)
     else:
-        _banded_np(x, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
+        banded(x, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
 
 
 def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> None:
@@ -233,7 +234,7 @@ def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> N
         with _parallel:
             _matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
         return
-    _banded_np(x, nibs.shape[0], lambda c0, part: q4dequant(nibs, offset, scales, mins, c0, part), y)
+    banded(x, nibs.shape[0], lambda c0, part: q4dequant(nibs, offset, scales, mins, c0, part), y)
 
 
 def pack_nibbles(codes: I8, offset: int) -> U8:

@@ -32,8 +32,6 @@ MEMORY_MODES: Final = ("speed", "lean")
 # Up to this many rows a product runs the quantized kernel; more rows (prompt chunks) expand
 # bands of the weights to float32 for BLAS.
 QUANT_KERNEL_ROWS: Final = 16
-# float32 weights expanded per band for BLAS (4 MiB: stays in the CPU's caches).
-_BAND_ELEMS: Final = 1 << 20
 # Raw bytes split into codes at a time while repacking (bounds the temporaries).
 _REPACK_BAND_BYTES: Final = 1 << 22
 _TYPES_WITH_MINS: Final = (GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q2_K)
@@ -94,7 +92,6 @@ class QuantLinear(Linear):
         self.n_in = int(tiles.shape[1]) * (int(tiles.shape[2]) if codes is not None else 1)
         self.n_out = n_out
         self.w = np.zeros((0, 0), dtype=np.float32)
-        self.band = max(1, min(self.n_chunks, _BAND_ELEMS // (self.n_in * kernels.W)))
 
     def __call__(self, x: F32) -> F32:
         t = int(x.shape[0])
@@ -110,23 +107,22 @@ class QuantLinear(Linear):
                 assert self.half is not None
                 kernels.hmatmul(x, self.half, y)
         else:
-            buf = np.empty((self.n_in, self.band * kernels.W), dtype=np.float32)
-            for c0 in range(0, self.n_chunks, self.band):
-                n = min(self.band, self.n_chunks - c0)
-                part = buf[:, :n * kernels.W]
-                if self.nibs is not None:
-                    kernels.q4dequant(self.nibs, self.offset, self.scales, self.mins, c0, part)
-                elif self.codes is not None:
-                    kernels.qdequant(self.codes, self.scales, self.mins, c0, part)
-                else:
-                    assert self.half is not None
-                    kernels.hdequant(self.half, c0, part)
-                np.matmul(x, part, out=y[:, c0 * kernels.W:(c0 + n) * kernels.W])
+            kernels.banded(x, self.n_chunks, self._expand, y)
         if padded != self.n_out:
             y = y[:, :self.n_out]
         if self.bias is not None:
             y += self.bias
         return y
+
+    def _expand(self, c0: int, part: F32) -> None:
+        """Chunks ``c0 ..`` as float32 ``(n_in, n * 64)`` (see :func:`kernels.banded`)."""
+        if self.nibs is not None:
+            kernels.q4dequant(self.nibs, self.offset, self.scales, self.mins, c0, part)
+        elif self.codes is not None:
+            kernels.qdequant(self.codes, self.scales, self.mins, c0, part)
+        else:
+            assert self.half is not None
+            kernels.hdequant(self.half, c0, part)
 
     def pack4(self, offset: int) -> None:
         """Keep the codes (all within ``-offset .. 15 - offset``) as 4 bits each: half the
@@ -146,9 +142,7 @@ class QuantLinear(Linear):
         if self.half is not None:
             return self.half[c, :, lane].view(np.float16).astype(np.float32)
         if self.nibs is not None:
-            nib = self.nibs[c, :, :, lane]  # (T, nb, g/2)
-            q = np.concatenate([nib & np.uint8(15), nib >> np.uint8(4)], axis=2).astype(np.float32)
-            q -= np.float32(self.offset)
+            q = kernels.unpack_nibbles(self.nibs[c, :, :, lane], self.offset).astype(np.float32)  # (T, nb, g)
         else:
             assert self.codes is not None
             q = self.codes[c, :, :, lane].astype(np.float32)  # (T, nb, g)
