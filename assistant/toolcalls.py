@@ -194,7 +194,11 @@ def visible_end(text: str, markers: list[tuple[str, str]] | None = None) -> int:
         pos = close + 3 if close >= 0 else len(text)
         released.append((fence, pos))
     for m in _LINE_JSON.finditer(text, 0, end):
-        if not any(a <= m.start() < b for a, b in released):
-            end = m.start()
-            break
+        if any(a <= m.start() < b for a, b in released):
+            continue
+        after = text[m.end():end].lstrip()
+        if after and after[0] != ('"' if text[m.end() - 1] == "{" else "{"):
+            continue  # plainly not a JSON call ("[1] a source", "{name}"): shown as it streams
+        end = m.start()
+        break
     return end - _partial_suffix(text[:end], FENCE)

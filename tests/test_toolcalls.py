@@ -60,6 +60,12 @@ def test_streaming_holds_back_what_may_become_a_call():
     code = "Here:\n```python\ndef f():\n    return {1: 2}\n```\nThat is all"
     assert visible_end(code) == len(code)
     assert visible_end("x = {\n  1\n}") == len("x = {\n  1\n}")
+    # A line that starts with a bracket but plainly is not JSON streams on; one that may be waits.
+    sources = "Sources:\n[1] Wikipedia, Rainbow\n{name} is a placeholder\nMore text"
+    assert visible_end(sources) == len(sources)
+    assert visible_end("Sure.\n[") == len("Sure.\n")
+    assert visible_end("Sure.\n[\n  {\"na") == len("Sure.\n")
+    assert visible_end("Sure.\n{ \"name\"") == len("Sure.\n")
 
 
 def test_format_plugins_declare_their_markers():
