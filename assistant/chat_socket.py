@@ -12,11 +12,11 @@ from flask import Blueprint
 from flask_sock import Sock  # type: ignore[import-untyped]  # ships no type hints
 
 from .answer_job import AnswerJob
-from .chat import ChatSettings, merged_sampling, parse_response_format
+from .chat import ChatSettings, parse_response_format
 from .config import ModelEntry
 from .errors import ChatError
 from .events import Event, ws_frames
-from .http import MAX_MESSAGE_CHARS, MAX_TOKENS_LIMIT, BadRequest, int_field, sampling_overrides
+from .http import MAX_MESSAGE_CHARS, MAX_TOKENS_LIMIT, BadRequest, int_field, request_sampling
 from .state import AppState, app_state
 from .store import StoreError
 from .tools import parse_slash_command, run_tool
@@ -239,10 +239,7 @@ class WebsocketSession:
 
 def request_settings(entry: ModelEntry, msg: dict[str, Any]) -> ChatSettings:
     """The answer settings a websocket command asks for, on top of the model's defaults."""
-    try:
-        sampling = merged_sampling(entry, sampling_overrides(msg))
-    except ValueError as err:
-        raise BadRequest(str(err)) from None
+    sampling = request_sampling(entry, msg)
     max_tokens = int_field(msg, "max_tokens", entry.max_tokens, 1, MAX_TOKENS_LIMIT)
     try:  # "answer as JSON": the same constraint as the API's response_format
         schema = parse_response_format(msg.get("response_format"))

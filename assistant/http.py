@@ -12,7 +12,9 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from .core.sampling import SAMPLING_FIELDS
+from .chat import merged_sampling
+from .config import ModelEntry
+from .core.sampling import SAMPLING_FIELDS, SamplingSettings
 
 MAX_BODY_BYTES = 1 << 20
 MAX_WS_MESSAGE_BYTES = 256 * 1024
@@ -75,6 +77,14 @@ def sampling_overrides(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(body.get("sampling"), dict):
         out.update(body["sampling"])
     return out
+
+
+def request_sampling(entry: ModelEntry, body: dict[str, Any]) -> SamplingSettings:
+    """The model's sampling settings with what the request overrides; BadRequest names a bad one."""
+    try:
+        return merged_sampling(entry, sampling_overrides(body))
+    except ValueError as err:
+        raise BadRequest(str(err)) from None
 
 
 def stop_field(v: Any) -> list[str]:

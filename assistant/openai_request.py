@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat import ChatSettings, merged_sampling, parse_response_format
+from .chat import ChatSettings, parse_response_format
 from .config import ModelEntry
 from .core.json_constraint import JsonSchemaError, check_schema
-from .http import MAX_N, MAX_TOKENS_LIMIT, SAMPLING_KEYS, ApiError, BadRequest, int_field, sampling_overrides, \
+from .http import MAX_N, MAX_TOKENS_LIMIT, SAMPLING_KEYS, ApiError, int_field, request_sampling, \
     stop_field
 
 COMMON_KEYS = set(SAMPLING_KEYS) | {"sampling", "model", "stream", "stream_options", "n", "stop", "max_tokens",
@@ -25,10 +25,7 @@ class Request:
     """What one chat (``chat=True``) or completion request asks for, validated."""
 
     def __init__(self, b: dict[str, Any], entry: ModelEntry, chat: bool) -> None:
-        try:
-            sampling = merged_sampling(entry, sampling_overrides(b))
-        except ValueError as err:
-            raise BadRequest(str(err)) from None
+        sampling = request_sampling(entry, b)
         self.echo = bool(b.get("echo", False)) if not chat else False
         key = "max_completion_tokens" if "max_completion_tokens" in b else "max_tokens"
         max_tokens = int_field(b, key, entry.max_tokens, 0 if self.echo else 1, MAX_TOKENS_LIMIT)
