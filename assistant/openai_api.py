@@ -12,6 +12,8 @@ template supports tools) and the calls the model writes, tagged or as bare or fe
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import time
 from typing import Any, Callable, Iterator
@@ -99,8 +101,7 @@ class GenerateJob:
             return s
         sp = s.sampling.copy()
         sp.seed = (s.sampling.seed + i) if s.sampling.seed >= 0 else -1
-        return ChatSettings(max_tokens=s.max_tokens, sampling=sp, stop=s.stop, logprobs=s.logprobs,
-                            context_policy=s.context_policy, json_schema=s.json_schema, echo=s.echo)
+        return dataclasses.replace(s, sampling=sp)  # every other field kept, tools included
 
 
 def _generate(entry: ModelEntry, r: Request, messages: list[Message] | None, prompt: str) -> Choices:
