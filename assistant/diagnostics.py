@@ -37,4 +37,5 @@ def kernels_line(k: dict[str, Any]) -> str:
     if k.get("kernels") != "numba":
         return f"numpy fallback ({k.get('reason')})"
     return (f"numba {k['numba']} ({k['cpu']}, {'/'.join(k['simd']) or 'no SIMD'}, "
-            f"{k['threads']} threads, threading layer {k['threading_layer']})")
+            f"{k['threads']} threads, threading layer {k['threading_layer']}; "
+            f"prompt products {k.get('prompt_products', '?')})")

@@ -15,7 +15,7 @@ from gguf import GGMLQuantizationType as Q
 from assistant.core import kernels
 from assistant.core.gguf import GGML_TYPES, open_gguf
 from assistant.core.quants import dequantize
-from assistant.core.weights import Linear, QuantLinear, WeightLoader
+from assistant.core.weights import QUANT_KERNEL_ROWS, Linear, QuantLinear, WeightLoader
 from conftest import NEUTRAL_CWD
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16"]
@@ -64,9 +64,21 @@ def dense(name: str, raw: np.ndarray, cols: int) -> np.ndarray:
     return dequantize(Q[name].value, raw.reshape(-1), (raw.shape[0], cols)).astype(np.float64)
 
 
+def as_multiplied(lin: QuantLinear, x: np.ndarray) -> np.ndarray:
+    """x as the product sees it, in float64: prompt rows on the integer kernel are rounded to
+    int8 per group first (llama.cpp's Q8_0), every other product takes x as it is."""
+    if x.shape[0] <= QUANT_KERNEL_ROWS or not kernels.INT8_PROMPT or lin.half is not None:
+        return x.astype(np.float64)
+    tiles = lin.nibs if lin.nibs is not None else lin.codes
+    g = x.shape[1] // tiles.shape[1]
+    xq, dx, _ = kernels.quantize_rows(x, g)
+    t = x.shape[0]
+    return (xq[:t].reshape(t, -1, g) * dx[:t, :, None].astype(np.float64)).reshape(t, -1)
+
+
 @pytest.mark.parametrize("name", TYPES)
 @pytest.mark.parametrize("n_out", [64, 100, 320])
-@pytest.mark.parametrize("t_rows", [1, 7, 20])
+@pytest.mark.parametrize("t_rows", [1, 7, 20, 37])
 def test_product_matches_float64(tmp_path, path, name, n_out, t_rows):
     cols = 512
     raw = random_matrix(name, n_out, cols, seed=n_out + t_rows)
@@ -78,9 +90,13 @@ def test_product_matches_float64(tmp_path, path, name, n_out, t_rows):
         assert lin.scales.dtype == (np.uint16 if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0") else np.float32)
     x = np.random.default_rng(1).standard_normal((t_rows, cols)).astype(np.float32)
     y = lin(x)
-    ref = x.astype(np.float64) @ dense(name, raw, cols).T
+    w = dense(name, raw, cols).T
+    ref = as_multiplied(lin, x) @ w
     assert y.shape == (t_rows, n_out) and y.dtype == np.float32
     assert np.abs(y - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    # Rounding x to int8 moves the product by well under 1% of its scale.
+    exact = x.astype(np.float64) @ w
+    assert np.abs(y - exact).max() <= 1e-2 * max(1.0, np.abs(exact).max())
 
 
 def test_fused_mixed_types_permuted_with_bias(tmp_path, path):
@@ -287,3 +303,84 @@ def test_a_models_thread_count_gives_way_to_the_users(monkeypatch):
     assert kernels._threads_chosen
     kernels.set_threads(1, default=True)
     assert kernels._threads == (2 if kernels.HAVE_NUMBA else 0)
+
+
+@pytest.mark.parametrize("four_bit", [True, False])
+@pytest.mark.parametrize("t_rows,g", [(1, 32), (6, 16), (33, 32), (64, 16)])
+def test_integer_product_matches_its_rounded_activations(path, four_bit, t_rows, g):
+    """The prompt rows' integer product equals float64 math on the activations as rounded
+    to int8 per group (scale = max |x| / 127), with or without minimums; rows not a multiple of
+    the kernel's tile of 4 are padded and cut off."""
+    rng = np.random.default_rng(t_rows + g)
+    n_in, chunks = 8 * g, 3
+    codes = rng.integers(-8, 8, (chunks, n_in // g, g, kernels.W)).astype(np.int8) if four_bit else \
+        rng.integers(-128, 128, (chunks, n_in // g, g, kernels.W)).astype(np.int8)
+    tiles = kernels.pack_nibbles(codes, 8) if four_bit else codes
+    scales = rng.uniform(0.001, 0.01, (chunks, n_in // g, kernels.W)).astype(np.float32)
+    x = rng.standard_normal((t_rows, n_in)).astype(np.float32)
+    x[0, 5] = 40.0  # an outlier sets its group's scale
+    for mins in (np.zeros((0, 0, 0), np.float32), rng.uniform(-0.01, 0.01, scales.shape).astype(np.float32)):
+        y = np.full((t_rows, chunks * kernels.W), np.nan, dtype=np.float32)
+        kernels.qgemm_int8(x, tiles, 8.0, scales, mins, y)
+        xq, dx, xs = kernels.quantize_rows(x, g)
+        assert xq.shape[0] % kernels.QT == 0 and not xq[t_rows:].any()
+        xg = x.reshape(t_rows, -1, g)
+        np.testing.assert_allclose(dx[:t_rows], np.abs(xg).max(axis=2) / 127, rtol=1e-6)
+        assert np.abs(xq[:t_rows].reshape(t_rows, -1, g) * dx[:t_rows, :, None] - xg).max() <= dx.max() / 2 + 1e-6
+        w = codes.astype(np.float64) * scales[:, :, None, :]
+        if mins.size:
+            w += mins[:, :, None, :]
+        w = w.transpose(1, 2, 0, 3).reshape(n_in, -1)
+        rounded = (xq[:t_rows].reshape(t_rows, -1, g) * dx[:t_rows, :, None].astype(np.float64)).reshape(t_rows, -1)
+        ref = rounded @ w
+        assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_integer_product_portable_form(tmp_path):
+    """Where the CPU has no VNNI the same kernel compiles to plain vector integer math: run
+    it (with a cache of its own) and compare with the native form's output."""
+    code = ("import sys, numpy as np\n"
+            "from assistant.core import kernels\n"
+            "rng = np.random.default_rng(0)\n"
+            "codes = rng.integers(0, 256, (2, 4, 16, 64), dtype=np.uint8)\n"
+            "sc = rng.uniform(0.001, 0.01, (2, 4, 64)).astype(np.float32)\n"
+            "x = rng.standard_normal((9, 128)).astype(np.float32)\n"
+            "y = np.empty((9, 128), np.float32)\n"
+            "kernels.qgemm_int8(x, codes, 8.0, sc, sc, y)\n"
+            "np.save(sys.argv[1], y)\n"
+            "print(kernels.HAVE_VNNI)\n")
+    outs = []
+    for no_vnni in ("1", ""):
+        env = dict(os.environ, ASSISTANT_NO_VNNI=no_vnni, NUMBA_CACHE_DIR=str(tmp_path / f"cache{no_vnni}"))
+        out = tmp_path / f"y{no_vnni}.npy"
+        r = subprocess.run([sys.executable, "-c", code, str(out)], env=env, cwd=NEUTRAL_CWD,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append((np.load(out), r.stdout.strip()))
+    (portable, vnni_off), (native, _vnni) = outs
+    assert vnni_off == "False"
+    np.testing.assert_allclose(portable, native, rtol=0, atol=1e-5 * np.abs(native).max())
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+def test_prompt_rows_take_the_integer_kernel(tmp_path, monkeypatch, qtype):
+    """A long prompt in lean mode runs its products on the integer kernel (when enabled) and
+    its logits stay within the rounding of int8 activations of the float path's."""
+    from gguf import GGMLQuantizationType as QT
+    from ggufmaker import make_model
+
+    from assistant.core.engine import Model
+
+    path = str(make_model(tmp_path / "q.gguf", arch="llama", qtype=QT[qtype], seed=4))
+    ids = [int(i) for i in np.random.default_rng(0).integers(3, 250, 40)]
+    calls = []
+    real = kernels.qgemm_int8
+    monkeypatch.setattr(kernels, "qgemm_int8", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(kernels, "INT8_PROMPT", False)
+    floats = Model(path, memory="lean", n_ctx=64).logits(ids)
+    assert not calls
+    monkeypatch.setattr(kernels, "INT8_PROMPT", True)
+    ints = Model(path, memory="lean", n_ctx=64).logits(ids)
+    assert calls
+    assert np.abs(ints - floats).max() <= 0.02 * np.abs(floats).max()
+    assert (ints.argmax(-1) == floats.argmax(-1)).mean() >= 0.9

@@ -19,10 +19,11 @@ See docs/performance.md for the measurements behind the layout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from typing import Any, Callable, Final, TypeVar
+from typing import Any, Callable, Final, Iterator, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -374,6 +375,250 @@ def hdequant(half: U16, c0: int, out: F32) -> None:
     out.reshape(out.shape[0], n, W)[...] = tiles.transpose(1, 0, 2)
 
 
+# ----------------------------------------------------------------------------- integer products
+
+# Prompt rows multiply 8-bit activations with the weights' codes in integer arithmetic, as
+# llama.cpp does: VNNI's vpdpbusd does 64 multiply-adds per instruction where a float FMA does
+# 16 (docs/performance.md, "Integer prompt products"). Tiles of QT rows x 16*QV outputs.
+QT: Final = 4
+QV: Final = 2
+
+
+def _host_features() -> str:
+    try:
+        import llvmlite.binding as llvm  # type: ignore[import-untyped]
+
+        return str(llvm.get_host_cpu_features().flatten())
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+# ASSISTANT_NO_VNNI=1 compiles the portable form (tests run it; give it its own NUMBA_CACHE_DIR).
+HAVE_VNNI: Final = (_numba is not None and "+avx512vnni" in _host_features()
+                    and os.environ.get("ASSISTANT_NO_VNNI", "") not in ("1", "true", "yes"))
+# Prompt rows take the integer kernel where the CPU multiplies bytes natively; elsewhere
+# float32 bands and BLAS are faster. ASSISTANT_INT8_PROMPT=1/0 forces it on or off.
+INT8_PROMPT = os.environ.get("ASSISTANT_INT8_PROMPT", "1" if HAVE_VNNI else "0") in ("1", "true", "yes")
+
+
+def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int, col: int, nb: int,
+           qpg: int, ldx: int, ldy: int) -> None:
+    """One tile: y[t0 .. t0+QT, col .. col+16*QV] from a chunk's repacked codes (see _qtile_ir)."""
+    raise NotImplementedError  # only the compiled intrinsic runs
+
+
+def _qtile_ir() -> Any:
+    # numba has no vector types, so the tile is written as LLVM IR: integer accumulators per
+    # group, scaled into float accumulators; LLVM keeps all of them in registers.
+    from llvmlite import ir
+    from numba.core import cgutils as cg, types
+    from numba.core.extending import intrinsic
+
+    i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+    vi, vf = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
+    splat_mask = ir.Constant(vi, [0] * 16)
+
+    def splat(b: Any, value: Any, vty: Any) -> Any:
+        one = b.insert_element(ir.Constant(vty, None), value, ir.Constant(i32, 0))
+        return b.shuffle_vector(one, ir.Constant(vty, None), splat_mask)
+
+    def dp4(b: Any, acc: Any, w: Any, x: Any) -> Any:
+        # acc[i] += sum_k u8(w byte 4i+k) * s8(x byte 4i+k)
+        if HAVE_VNNI:
+            fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(vi, [vi, vi, vi]),
+                                                "llvm.x86.avx512.vpdpbusd.512")
+            return b.call(fn, [acc, w, x])
+        v64b, v64i = ir.VectorType(i8, 64), ir.VectorType(i32, 64)
+        p = b.mul(b.zext(b.bitcast(w, v64b), v64i), b.sext(b.bitcast(x, v64b), v64i))
+        for k in range(4):
+            acc = b.add(acc, b.shuffle_vector(p, p, ir.Constant(vi, [4 * i + k for i in range(16)])))
+        return acc
+
+    cgutils: Any = cg
+
+    @intrinsic
+    def qtile(typingctx: Any, wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: Any, col: Any,
+              nb: Any, qpg: Any, ldx: Any, ldy: Any) -> Any:
+        sig = types.void(wq, xq, dx, xs, sl, ml, y, t0, col, nb, qpg, ldx, ldy)
+
+        def codegen(context: Any, b: Any, signature: Any, args: Any) -> Any:
+            def ptr(i: int, ty: Any) -> Any:
+                ary = context.make_array(signature.args[i])(context, b, args[i])
+                return b.bitcast(ary.data, ty.as_pointer())
+
+            def at(p: Any, off: Any, vty: Any) -> Any:
+                return b.bitcast(b.gep(p, [off]), vty.as_pointer())
+
+            def c64(v: int) -> Any:
+                return ir.Constant(i64, v)
+
+            wp, xp = ptr(0, i32), ptr(1, i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
+            dxp, xsp = ptr(2, f32), ptr(3, f32)  # (T, nb): scale, scale * sum of codes
+            slp, mlp, yp = ptr(4, f32), ptr(5, f32), ptr(6, f32)  # (nb, 64) x2; y (T, ldy)
+            t0v, colv, nbv, qpgv, ldxv, ldyv = (b.sext(a, i64) if a.type.width < 64 else a for a in args[7:13])
+            rows = [b.add(t0v, c64(t)) for t in range(QT)]
+            facc = [[cgutils.alloca_once_value(b, ir.Constant(vf, [0.0] * 16)) for _ in range(QV)] for _ in range(QT)]
+            iacc = [[cgutils.alloca_once(b, vi) for _ in range(QV)] for _ in range(QT)]
+            with cgutils.for_range(b, nbv) as group:
+                g = group.index
+                for t in range(QT):
+                    for v in range(QV):
+                        b.store(ir.Constant(vi, [0] * 16), iacc[t][v])
+                with cgutils.for_range(b, qpgv) as quad:
+                    q = b.add(b.mul(g, qpgv), quad.index)
+                    w0 = b.mul(q, c64(64))
+                    ws = [b.load(at(wp, b.add(w0, c64(16 * v)), vi), align=4) for v in range(QV)]
+                    for t in range(QT):
+                        xw = splat(b, b.load(b.gep(xp, [b.add(b.mul(rows[t], ldxv), q)])), vi)
+                        for v in range(QV):
+                            b.store(dp4(b, b.load(iacc[t][v]), ws[v], xw), iacc[t][v])
+                s0 = b.mul(g, c64(64))
+                scs = [b.load(at(slp, b.add(s0, c64(16 * v)), vf), align=4) for v in range(QV)]
+                mns = [b.load(at(mlp, b.add(s0, c64(16 * v)), vf), align=4) for v in range(QV)]
+                for t in range(QT):
+                    k = b.add(b.mul(rows[t], nbv), g)
+                    d = splat(b, b.load(b.gep(dxp, [k])), vf)
+                    s = splat(b, b.load(b.gep(xsp, [k])), vf)
+                    for v in range(QV):
+                        dot = b.sitofp(b.load(iacc[t][v]), vf)
+                        acc = b.fadd(b.load(facc[t][v]), b.fmul(dot, b.fmul(scs[v], d)))
+                        b.store(b.fadd(acc, b.fmul(mns[v], s)), facc[t][v])
+            for t in range(QT):
+                for v in range(QV):
+                    off = b.add(b.add(b.mul(rows[t], ldyv), colv), c64(16 * v))
+                    b.store(b.load(facc[t][v]), at(yp, off, vf), align=4)
+            return context.get_dummy_value()
+        return sig, codegen
+    return qtile
+
+
+def _repack_chunk(codes: Any, offset: np.float32, c: int, wq: U8) -> None:
+    """Chunk ``c``'s codes as unsigned bytes ``wq`` ``(nb, g/4, W, 4)``: four inputs of one
+    output adjacent, as vpdpbusd reads them; the weight is ``(wq - offset) * scale + min``."""
+    raise NotImplementedError  # only the compiled overloads below run
+
+
+def _qtile_overloads() -> None:
+    from numba.core import types
+    from numba.extending import overload
+
+    @overload(_repack_chunk, inline="always")
+    def impl(codes: Any, offset: Any, c: Any, wq: Any) -> Any:
+        if codes.dtype == types.uint8:  # 4-bit: input j in the low nibble, j + g/2 in the high
+            def nibbles(codes: Any, offset: Any, c: Any, wq: Any) -> Any:
+                hg = codes.shape[2]
+                for b in range(codes.shape[1]):
+                    for q in range(hg // 4):
+                        for o in range(W):
+                            for k in range(4):
+                                byte = codes[c, b, 4 * q + k, o]
+                                wq[b, q, o, k] = byte & np.uint8(15)
+                                wq[b, q + hg // 4, o, k] = byte >> np.uint8(4)
+            return nibbles
+
+        def int8(codes: Any, offset: Any, c: Any, wq: Any) -> Any:  # offset is 128
+            for b in range(codes.shape[1]):
+                for q in range(codes.shape[2] // 4):
+                    for o in range(W):
+                        for k in range(4):
+                            wq[b, q, o, k] = np.uint8(np.int32(codes[c, b, 4 * q + k, o]) + 128)
+        return int8
+
+
+if _numba is not None:
+    _qtile = _qtile_ir()  # noqa: F811
+    _qtile_overloads()
+
+
+@_jit(parallel=True)
+def _quantize_rows_nb(x: F32, g: int, xq: I8, dx: F32, xs: F32) -> None:
+    # x (T, n_in) -> xq (T, n_in) int8, one scale per g inputs dx (T, nb), xs = dx * sum(xq)
+    for t in prange(x.shape[0]):
+        for b in range(x.shape[1] // g):
+            amax = np.float32(0.0)
+            for j in range(g):
+                amax = max(amax, abs(x[t, b * g + j]))
+            inv = np.float32(127.0) / amax if amax > 0.0 else np.float32(0.0)
+            total = np.int32(0)
+            for j in range(g):
+                qv = np.int32(np.rint(x[t, b * g + j] * inv))
+                xq[t, b * g + j] = qv
+                total += qv
+            dx[t, b] = amax / np.float32(127.0)
+            xs[t, b] = dx[t, b] * np.float32(total)
+
+
+@_jit(parallel=True)
+def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, y: F32) -> None:
+    # xq (T, n_in) int8 with T a multiple of QT; codes (C, nb, g, W) int8 or (C, nb, g/2, W) 4-bit;
+    # y (T, C*W)
+    n_chunks, nb = codes.shape[0], codes.shape[1]
+    g = xq.shape[1] // nb
+    has_mins = mins.shape[0] > 0
+    xw = xq.view(np.int32).ravel()
+    dxf, xsf, yf = dx.ravel(), xs.ravel(), y.ravel()
+    for c in prange(n_chunks):
+        wq = np.empty((nb, g // 4, W, 4), np.uint8)
+        sl = np.empty((nb, W), np.float32)
+        ml = np.empty((nb, W), np.float32)
+        _repack_chunk(codes, offset, c, wq)
+        for b in range(nb):
+            for o in range(W):
+                s = _scale_f32(scales[c, b, o])
+                sl[b, o] = s
+                ml[b, o] = (_scale_f32(mins[c, b, o]) if has_mins else np.float32(0.0)) - offset * s
+        for h in range(0, W, 16 * QV):  # one half of the chunk's outputs for every tile of rows
+            wf = wq.view(np.int32).ravel()[h:]
+            slf = sl.ravel()[h:]
+            mlf = ml.ravel()[h:]
+            for t0 in range(0, xq.shape[0], QT):
+                _qtile(wf, xw, dxf, xsf, slf, mlf, yf, t0, c * W + h, nb, g // 4, xq.shape[1] // 4, y.shape[1])
+
+
+def quantize_rows(x: F32, g: int) -> tuple[I8, F32, F32]:
+    """Activations as int8 per ``g`` inputs (llama.cpp's Q8_0): codes ``(Tp, n_in)`` with ``Tp``
+    rounded up to a multiple of QT (zero rows), scales and scale * code sums ``(Tp, n_in / g)``."""
+    t, n_in = x.shape
+    tp = -(-t // QT) * QT
+    xq = np.zeros((tp, n_in), np.int8)
+    dx = np.zeros((tp, n_in // g), np.float32)
+    xs = np.zeros((tp, n_in // g), np.float32)
+    if HAVE_NUMBA:
+        _quantize_rows_nb(x, g, xq, dx, xs)
+        return xq, dx, xs
+    xg = x.reshape(t, n_in // g, g)
+    amax = np.abs(xg).max(axis=2)
+    inv = np.divide(np.float32(127.0), amax, out=np.zeros_like(amax), where=amax > 0)
+    q = np.rint(xg * inv[:, :, None]).astype(np.int8)
+    xq[:t] = q.reshape(t, n_in)
+    dx[:t] = amax / np.float32(127.0)
+    xs[:t] = dx[:t] * q.sum(axis=2, dtype=np.int32).astype(np.float32)
+    return xq, dx, xs
+
+
+def qgemm_int8(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) -> None:
+    """``y = x @ W`` for many rows with x rounded to int8 per group (:func:`quantize_rows`):
+    int8 codes ``(C, nb, g, W)`` (offset ignored) or 4-bit ``(C, nb, g/2, W)`` with their offset.
+    y ``(T, C * W)`` float32, written in full."""
+    t = x.shape[0]
+    g = x.shape[1] // codes.shape[1]
+    xq, dx, xs = quantize_rows(x, g)
+    if HAVE_NUMBA:
+        off = np.float32(offset if codes.dtype == np.uint8 else 128.0)
+        yp = y if t == xq.shape[0] else np.empty((xq.shape[0], y.shape[1]), np.float32)
+        _apply_threads()
+        with _parallel:
+            _qgemm_nb(xq, dx, xs, codes, off, scales, mins, yp)
+        if yp is not y:
+            y[...] = yp[:t]
+        return
+    xr = (xq[:t].reshape(t, -1, g).astype(np.float32) * dx[:t, :, None]).reshape(t, -1)
+    if codes.dtype == np.uint8:
+        banded(xr, codes.shape[0], lambda c0, part: q4dequant(codes, offset, scales, mins, c0, part), y)
+    else:
+        banded(xr, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
+
+
 # ----------------------------------------------------------------------------- attention
 
 @_jit(parallel=True)
@@ -495,6 +740,33 @@ def _apply_threads() -> None:
         _local.threads = _threads
 
 
+_blas_lib: list[Any] = []  # threadpoolctl's handle on BLAS, found once
+
+
+@contextlib.contextmanager
+def blas_on_caller() -> Iterator[None]:
+    """BLAS runs on the calling thread only, for calls between numba's parallel kernels: the
+    two pools' idle workers spin and starve each other (docs/performance.md)."""
+    if not _blas_lib:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_lib.extend(ThreadpoolController().select(user_api="blas").lib_controllers[:1])
+        except Exception:  # noqa: BLE001 - BLAS thread control is best effort
+            pass
+        if not _blas_lib:
+            _blas_lib.append(None)
+    lib = _blas_lib[0]
+    before = int(lib.get_num_threads()) if lib is not None else 1
+    if before > 1:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before > 1:
+            lib.set_num_threads(before)
+
+
 def status() -> dict[str, object]:
     """What runs the kernels: numba's version, threading layer, SIMD and thread count."""
     if _numba is None:
@@ -507,16 +779,17 @@ def status() -> dict[str, object]:
         attend_one(q, q.reshape(1, 1, 8), q.reshape(1, 1, 8), 1, 0, 1.0)
         layer = str(_numba.threading_layer())
     try:
-        import llvmlite.binding as llvm  # type: ignore[import-untyped]
+        import llvmlite.binding as llvm
 
         cpu = str(llvm.get_host_cpu_name())
         feats = str(llvm.get_host_cpu_features().flatten())
         simd = [f for f in ("avx512f", "avx512vnni", "avx2", "fma", "neon", "sve") if "+" + f in feats]
     except Exception:  # noqa: BLE001
         cpu, simd = "unknown", []
+    prompt = ("int8, vpdpbusd" if HAVE_VNNI else "int8, portable") if INT8_PROMPT else "float32 bands, BLAS"
     return {"kernels": "numba", "numba": str(_numba.__version__), "threading_layer": layer,
             "threads": _threads or int(_numba.get_num_threads()), "cpu": cpu, "simd": simd,
-            "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "")}
+            "prompt_products": prompt, "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "")}
 
 
 # madvise(2) advice: reclaim these pages now (Linux 5.4+); contents are kept (reread or swapped in).
@@ -561,8 +834,12 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
         for mn in (no_mins, sc):
             qmatmul(x, codes, sc, mn, y)
             q4matmul(x, nibs, 8.0, sc, mn, y)
-            q4dequant(nibs, 8.0, sc, mn, 0, out)
-            qdequant(codes, sc, mn, 0, out)
+            if INT8_PROMPT:  # prompt rows
+                qgemm_int8(x, codes, 0.0, sc, mn, y)
+                qgemm_int8(x, nibs, 8.0, sc, mn, y)
+            else:
+                q4dequant(nibs, 8.0, sc, mn, 0, out)
+                qdequant(codes, sc, mn, 0, out)
     if float_scales:  # 16-input groups: Q2_K, Q3_K, Q6_K
         qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), ones, ones, y)
     hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)

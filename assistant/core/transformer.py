@@ -404,6 +404,9 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
                 return _attend_one(q[:, 0], caches[0], layer, pos, scale, window, softcap)
             return np.concatenate([_attend_one(q[:, r], caches[0], layer, pos + r, scale, window, softcap)
                                    for r in range(t)], axis=0)
+        if caches[0].kernel_attention and kernels.INT8_PROMPT:
+            with kernels.blas_on_caller():  # numba's threads run the prompt's products
+                return attention(q, keys, values, pos, scale, window, softcap)
         return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []
     for i, c in enumerate(caches):

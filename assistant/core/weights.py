@@ -106,6 +106,9 @@ class QuantLinear(Linear):
             else:
                 assert self.half is not None
                 kernels.hmatmul(x, self.half, y)
+        elif kernels.INT8_PROMPT and self.half is None:
+            codes = self.nibs if self.nibs is not None else self.codes
+            kernels.qgemm_int8(x, codes, self.offset, self.scales, self.mins, y)
         else:
             kernels.banded(x, self.n_chunks, self._expand, y)
         if padded != self.n_out:
