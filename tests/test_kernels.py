@@ -307,21 +307,29 @@ def test_a_models_thread_count_gives_way_to_the_users(monkeypatch):
 
 @pytest.mark.parametrize("four_bit", [True, False])
 @pytest.mark.parametrize("t_rows,g", [(1, 32), (6, 16), (33, 32), (64, 16)])
-def test_integer_product_matches_its_rounded_activations(path, four_bit, t_rows, g):
+@pytest.mark.parametrize("half_scales", [False, True])
+def test_integer_product_matches_its_rounded_activations(path, four_bit, t_rows, g, half_scales):
     """The prompt rows' integer product equals float64 math on the activations as rounded
-    to int8 per group (scale = max |x| / 127), with or without minimums; rows not a multiple of
-    the kernel's tile of 4 are padded and cut off."""
+    to int8 per group (scale = max |x| / 127), with or without minimums, scales float32 or
+    float16 bits; rows not a multiple of the kernel's tile of 4 are padded and cut off, and
+    an all-zero group gives zero codes."""
     rng = np.random.default_rng(t_rows + g)
     n_in, chunks = 8 * g, 3
     codes = rng.integers(-8, 8, (chunks, n_in // g, g, kernels.W)).astype(np.int8) if four_bit else \
         rng.integers(-128, 128, (chunks, n_in // g, g, kernels.W)).astype(np.int8)
     tiles = kernels.pack_nibbles(codes, 8) if four_bit else codes
     scales = rng.uniform(0.001, 0.01, (chunks, n_in // g, kernels.W)).astype(np.float32)
+    if half_scales:
+        scales = scales.astype(np.float16).astype(np.float32)
     x = rng.standard_normal((t_rows, n_in)).astype(np.float32)
     x[0, 5] = 40.0  # an outlier sets its group's scale
+    x[-1, g:2 * g] = 0.0
+    stored = (lambda a: a.astype(np.float16).view(np.uint16)) if half_scales else (lambda a: a)
     for mins in (np.zeros((0, 0, 0), np.float32), rng.uniform(-0.01, 0.01, scales.shape).astype(np.float32)):
+        if half_scales:
+            mins = mins.astype(np.float16).astype(np.float32)
         y = np.full((t_rows, chunks * kernels.W), np.nan, dtype=np.float32)
-        kernels.qgemm_int8(x, tiles, 8.0, scales, mins, y)
+        kernels.qgemm_int8(x, tiles, 8.0, stored(scales), stored(mins), y)
         xq, dx, xs = kernels.quantize_rows(x, g)
         assert xq.shape[0] % kernels.QT == 0 and not xq[t_rows:].any()
         xg = x.reshape(t_rows, -1, g)
@@ -337,28 +345,35 @@ def test_integer_product_matches_its_rounded_activations(path, four_bit, t_rows,
 
 
 def test_integer_product_portable_form(tmp_path):
-    """Where the CPU has no VNNI the same kernel compiles to plain vector integer math: run
-    it (with a cache of its own) and compare with the native form's output."""
+    """Where the CPU has no VNNI the same kernel compiles to plain vector integer math. Run it,
+    then the host's form, sharing one disk cache: the form is part of the compiled signature
+    (a marker argument's type), so neither loads the other's code, and both give the same
+    numbers (4-bit and int8 codes, groups of 32 and 16, with and without minimums)."""
     code = ("import sys, numpy as np\n"
             "from assistant.core import kernels\n"
             "rng = np.random.default_rng(0)\n"
-            "codes = rng.integers(0, 256, (2, 4, 16, 64), dtype=np.uint8)\n"
-            "sc = rng.uniform(0.001, 0.01, (2, 4, 64)).astype(np.float32)\n"
-            "x = rng.standard_normal((9, 128)).astype(np.float32)\n"
-            "y = np.empty((9, 128), np.float32)\n"
-            "kernels.qgemm_int8(x, codes, 8.0, sc, sc, y)\n"
-            "np.save(sys.argv[1], y)\n"
-            "print(kernels.HAVE_VNNI)\n")
+            "ys = []\n"
+            "for codes, g in ((rng.integers(0, 256, (2, 4, 16, 64), dtype=np.uint8), 32),\n"
+            "                 (rng.integers(-128, 128, (2, 8, 16, 64), dtype=np.int8), 16)):\n"
+            "    sc = rng.uniform(0.001, 0.01, (2, codes.shape[1], 64)).astype(np.float32)\n"
+            "    x = rng.standard_normal((9, 128)).astype(np.float32)\n"
+            "    for mins in (sc, np.zeros((0, 0, 0), np.float32)):\n"
+            "        y = np.empty((9, 128), np.float32)\n"
+            "        kernels.qgemm_int8(x, codes, 8.0, sc, mins, y)\n"
+            "        ys.append(y)\n"
+            "np.save(sys.argv[1], np.stack(ys))\n"
+            "print(kernels.HAVE_VNNI, sorted({str(s[-1]) for s in kernels._qgemm_nb.signatures}))\n")
     outs = []
     for no_vnni in ("1", ""):
-        env = dict(os.environ, ASSISTANT_NO_VNNI=no_vnni, NUMBA_CACHE_DIR=str(tmp_path / f"cache{no_vnni}"))
+        env = dict(os.environ, ASSISTANT_NO_VNNI=no_vnni, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
         out = tmp_path / f"y{no_vnni}.npy"
         r = subprocess.run([sys.executable, "-c", code, str(out)], env=env, cwd=NEUTRAL_CWD,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         outs.append((np.load(out), r.stdout.strip()))
-    (portable, vnni_off), (native, _vnni) = outs
-    assert vnni_off == "False"
+    (portable, said_portable), (native, said_native) = outs
+    assert said_portable == "False ['int8']"
+    assert said_native == ("True ['uint8']" if kernels.HAVE_VNNI else "False ['int8']")
     np.testing.assert_allclose(portable, native, rtol=0, atol=1e-5 * np.abs(native).max())
 
 

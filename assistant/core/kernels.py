@@ -222,7 +222,14 @@ def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
         with _parallel:
             _matmul_nb(x3, codes, np.float32(0.0), scales, mins, y)
     else:
-        banded(x, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
+        banded(x, codes.shape[0], expand_tiles(codes, 0.0, scales, mins), y)
+
+
+def expand_tiles(codes: Any, offset: float, scales: SC, mins: SC) -> Callable[[int, F32], None]:
+    """The band writer :func:`banded` takes, for int8 codes or 4-bit ones with their offset."""
+    if codes.dtype == np.uint8:
+        return lambda c0, part: q4dequant(codes, offset, scales, mins, c0, part)
+    return lambda c0, part: qdequant(codes, scales, mins, c0, part)
 
 
 def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> None:
@@ -235,7 +242,7 @@ def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> N
         with _parallel:
             _matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
         return
-    banded(x, nibs.shape[0], lambda c0, part: q4dequant(nibs, offset, scales, mins, c0, part), y)
+    banded(x, nibs.shape[0], expand_tiles(nibs, offset, scales, mins), y)
 
 
 def pack_nibbles(codes: I8, offset: int) -> U8:
@@ -393,100 +400,134 @@ def _host_features() -> str:
         return ""
 
 
-# ASSISTANT_NO_VNNI=1 compiles the portable form (tests run it; give it its own NUMBA_CACHE_DIR).
-HAVE_VNNI: Final = (_numba is not None and "+avx512vnni" in _host_features()
-                    and os.environ.get("ASSISTANT_NO_VNNI", "") not in ("1", "true", "yes"))
+def _compiles_vnni() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 VNNI: the host's, unless NUMBA_CPU_NAME or
+    NUMBA_CPU_FEATURES name another target. ASSISTANT_NO_VNNI=1 says no (tests run the
+    portable form that way)."""
+    if _numba is None or os.environ.get("ASSISTANT_NO_VNNI", "") in ("1", "true", "yes"):
+        return False
+    features = getattr(_numba.config, "CPU_FEATURES", None)
+    if getattr(_numba.config, "CPU_NAME", None) not in (None, "", "host") and not features:
+        return False
+    return "+avx512vnni" in (features or _host_features())
+
+
+HAVE_VNNI: Final = _compiles_vnni()
 # Prompt rows take the integer kernel where the CPU multiplies bytes natively; elsewhere
 # float32 bands and BLAS are faster. ASSISTANT_INT8_PROMPT=1/0 forces it on or off.
 INT8_PROMPT = os.environ.get("ASSISTANT_INT8_PROMPT", "1" if HAVE_VNNI else "0") in ("1", "true", "yes")
 
 
 def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int, col: int, nb: int,
-           qpg: int, ldx: int, ldy: int) -> None:
+           qpg: int, ldx: int, ldy: int, native: Any) -> None:
     """One tile: y[t0 .. t0+QT, col .. col+16*QV] from a chunk's repacked codes (see _qtile_ir)."""
     raise NotImplementedError  # only the compiled intrinsic runs
 
 
-def _qtile_ir() -> Any:
-    # numba has no vector types, so the tile is written as LLVM IR: integer accumulators per
-    # group, scaled into float accumulators; LLVM keeps all of them in registers.
-    from llvmlite import ir
-    from numba.core import cgutils as cg, types
-    from numba.core.extending import intrinsic
+class _TileIR:
+    """Emits one tile's LLVM IR (see :func:`_qtile_ir`): pointers from the arrays, then a loop
+    over the chunk's groups, each a loop over its quads of inputs."""
 
-    i8, i32, i64, f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
-    vi, vf = ir.VectorType(i32, 16), ir.VectorType(f32, 16)
-    splat_mask = ir.Constant(vi, [0] * 16)
+    def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any) -> None:
+        self.ir, self.cg, self.b = ir, cgutils, b
+        self.i32, self.i64, self.f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        self.vi, self.vf = ir.VectorType(self.i32, 16), ir.VectorType(self.f32, 16)
+        self.native = signature.args[13].signed is False  # uint8 marker: vpdpbusd, int8: portable IR
 
-    def splat(b: Any, value: Any, vty: Any) -> Any:
-        one = b.insert_element(ir.Constant(vty, None), value, ir.Constant(i32, 0))
-        return b.shuffle_vector(one, ir.Constant(vty, None), splat_mask)
+        def ptr(i: int, ty: Any) -> Any:
+            return b.bitcast(context.make_array(signature.args[i])(context, b, args[i]).data, ty.as_pointer())
 
-    def dp4(b: Any, acc: Any, w: Any, x: Any) -> Any:
-        # acc[i] += sum_k u8(w byte 4i+k) * s8(x byte 4i+k)
-        if HAVE_VNNI:
-            fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(vi, [vi, vi, vi]),
+        self.wp, self.xp = ptr(0, self.i32), ptr(1, self.i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
+        self.dxp, self.xsp = ptr(2, self.f32), ptr(3, self.f32)  # (T, nb): scale, scale * sum of codes
+        self.slp, self.mlp, self.yp = ptr(4, self.f32), ptr(5, self.f32), ptr(6, self.f32)  # (nb, 64) x2; (T, ldy)
+        t0, self.col, self.nb, self.qpg, self.ldx, self.ldy = (
+            b.sext(a, self.i64) if a.type.width < 64 else a for a in args[7:13])
+        self.rows = [b.add(t0, self.c64(t)) for t in range(QT)]
+        zero_f = ir.Constant(self.vf, [0.0] * 16)
+        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(QV)] for _ in range(QT)]
+        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(QV)] for _ in range(QT)]
+
+    def c64(self, v: int) -> Any:
+        return self.ir.Constant(self.i64, v)
+
+    def at(self, p: Any, off: Any, vty: Any) -> Any:
+        return self.b.bitcast(self.b.gep(p, [off]), vty.as_pointer())
+
+    def splat(self, value: Any, vty: Any) -> Any:
+        one = self.b.insert_element(self.ir.Constant(vty, None), value, self.ir.Constant(self.i32, 0))
+        return self.b.shuffle_vector(one, self.ir.Constant(vty, None), self.ir.Constant(self.vi, [0] * 16))
+
+    def dp4(self, acc: Any, w: Any, x: Any) -> Any:
+        """acc[i] += sum_k u8(w byte 4i+k) * s8(x byte 4i+k)."""
+        ir, b, vi = self.ir, self.b, self.vi
+        if self.native:
+            fn = self.cg.get_or_insert_function(b.module, ir.FunctionType(vi, [vi, vi, vi]),
                                                 "llvm.x86.avx512.vpdpbusd.512")
             return b.call(fn, [acc, w, x])
-        v64b, v64i = ir.VectorType(i8, 64), ir.VectorType(i32, 64)
+        v64b, v64i = ir.VectorType(ir.IntType(8), 64), ir.VectorType(self.i32, 64)
         p = b.mul(b.zext(b.bitcast(w, v64b), v64i), b.sext(b.bitcast(x, v64b), v64i))
         for k in range(4):
             acc = b.add(acc, b.shuffle_vector(p, p, ir.Constant(vi, [4 * i + k for i in range(16)])))
         return acc
 
-    cgutils: Any = cg
+    def emit(self) -> None:
+        b = self.b
+        with self.cg.for_range(b, self.nb) as group:
+            g = group.index
+            for row in self.iacc:
+                for acc in row:
+                    b.store(self.ir.Constant(self.vi, [0] * 16), acc)
+            with self.cg.for_range(b, self.qpg) as quad:
+                self.dots(b.add(b.mul(g, self.qpg), quad.index))
+            self.scale(g)
+        for t in range(QT):
+            for v in range(QV):
+                off = b.add(b.add(b.mul(self.rows[t], self.ldy), self.col), self.c64(16 * v))
+                b.store(b.load(self.facc[t][v]), self.at(self.yp, off, self.vf), align=4)
+
+    def dots(self, q: Any) -> None:
+        """Quad ``q`` (4 inputs) of every row times the tile's outputs, into the int32 sums."""
+        b = self.b
+        w0 = b.mul(q, self.c64(64))
+        ws = [b.load(self.at(self.wp, b.add(w0, self.c64(16 * v)), self.vi), align=4) for v in range(QV)]
+        for t in range(QT):
+            xw = self.splat(b.load(b.gep(self.xp, [b.add(b.mul(self.rows[t], self.ldx), q)])), self.vi)
+            for v in range(QV):
+                b.store(self.dp4(b.load(self.iacc[t][v]), ws[v], xw), self.iacc[t][v])
+
+    def scale(self, g: Any) -> None:
+        """Group ``g``'s int32 sums into the float sums: weight scale x row scale, plus the
+        minimum (offset folded in) x row scale x code sum."""
+        b = self.b
+        s0 = b.mul(g, self.c64(64))
+        scs = [b.load(self.at(self.slp, b.add(s0, self.c64(16 * v)), self.vf), align=4) for v in range(QV)]
+        mns = [b.load(self.at(self.mlp, b.add(s0, self.c64(16 * v)), self.vf), align=4) for v in range(QV)]
+        for t in range(QT):
+            k = b.add(b.mul(self.rows[t], self.nb), g)
+            d = self.splat(b.load(b.gep(self.dxp, [k])), self.vf)
+            s = self.splat(b.load(b.gep(self.xsp, [k])), self.vf)
+            for v in range(QV):
+                dot = b.sitofp(b.load(self.iacc[t][v]), self.vf)
+                acc = b.fadd(b.load(self.facc[t][v]), b.fmul(dot, b.fmul(scs[v], d)))
+                b.store(b.fadd(acc, b.fmul(mns[v], s)), self.facc[t][v])
+
+
+def _qtile_ir() -> Any:
+    # numba has no vector types, so the tile is written as LLVM IR: integer accumulators per
+    # group, scaled into float accumulators; LLVM keeps all of them in registers. The last
+    # argument's type (uint8: vpdpbusd, int8: portable) picks the form, so numba's disk
+    # cache keys on it.
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
 
     @intrinsic
     def qtile(typingctx: Any, wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: Any, col: Any,
-              nb: Any, qpg: Any, ldx: Any, ldy: Any) -> Any:
-        sig = types.void(wq, xq, dx, xs, sl, ml, y, t0, col, nb, qpg, ldx, ldy)
+              nb: Any, qpg: Any, ldx: Any, ldy: Any, native: Any) -> Any:
+        sig = types.void(wq, xq, dx, xs, sl, ml, y, t0, col, nb, qpg, ldx, ldy, native)
 
         def codegen(context: Any, b: Any, signature: Any, args: Any) -> Any:
-            def ptr(i: int, ty: Any) -> Any:
-                ary = context.make_array(signature.args[i])(context, b, args[i])
-                return b.bitcast(ary.data, ty.as_pointer())
-
-            def at(p: Any, off: Any, vty: Any) -> Any:
-                return b.bitcast(b.gep(p, [off]), vty.as_pointer())
-
-            def c64(v: int) -> Any:
-                return ir.Constant(i64, v)
-
-            wp, xp = ptr(0, i32), ptr(1, i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
-            dxp, xsp = ptr(2, f32), ptr(3, f32)  # (T, nb): scale, scale * sum of codes
-            slp, mlp, yp = ptr(4, f32), ptr(5, f32), ptr(6, f32)  # (nb, 64) x2; y (T, ldy)
-            t0v, colv, nbv, qpgv, ldxv, ldyv = (b.sext(a, i64) if a.type.width < 64 else a for a in args[7:13])
-            rows = [b.add(t0v, c64(t)) for t in range(QT)]
-            facc = [[cgutils.alloca_once_value(b, ir.Constant(vf, [0.0] * 16)) for _ in range(QV)] for _ in range(QT)]
-            iacc = [[cgutils.alloca_once(b, vi) for _ in range(QV)] for _ in range(QT)]
-            with cgutils.for_range(b, nbv) as group:
-                g = group.index
-                for t in range(QT):
-                    for v in range(QV):
-                        b.store(ir.Constant(vi, [0] * 16), iacc[t][v])
-                with cgutils.for_range(b, qpgv) as quad:
-                    q = b.add(b.mul(g, qpgv), quad.index)
-                    w0 = b.mul(q, c64(64))
-                    ws = [b.load(at(wp, b.add(w0, c64(16 * v)), vi), align=4) for v in range(QV)]
-                    for t in range(QT):
-                        xw = splat(b, b.load(b.gep(xp, [b.add(b.mul(rows[t], ldxv), q)])), vi)
-                        for v in range(QV):
-                            b.store(dp4(b, b.load(iacc[t][v]), ws[v], xw), iacc[t][v])
-                s0 = b.mul(g, c64(64))
-                scs = [b.load(at(slp, b.add(s0, c64(16 * v)), vf), align=4) for v in range(QV)]
-                mns = [b.load(at(mlp, b.add(s0, c64(16 * v)), vf), align=4) for v in range(QV)]
-                for t in range(QT):
-                    k = b.add(b.mul(rows[t], nbv), g)
-                    d = splat(b, b.load(b.gep(dxp, [k])), vf)
-                    s = splat(b, b.load(b.gep(xsp, [k])), vf)
-                    for v in range(QV):
-                        dot = b.sitofp(b.load(iacc[t][v]), vf)
-                        acc = b.fadd(b.load(facc[t][v]), b.fmul(dot, b.fmul(scs[v], d)))
-                        b.store(b.fadd(acc, b.fmul(mns[v], s)), facc[t][v])
-            for t in range(QT):
-                for v in range(QV):
-                    off = b.add(b.add(b.mul(rows[t], ldyv), colv), c64(16 * v))
-                    b.store(b.load(facc[t][v]), at(yp, off, vf), align=4)
+            _TileIR(ir, cgutils, context, b, signature, args).emit()
             return context.get_dummy_value()
         return sig, codegen
     return qtile
@@ -549,7 +590,8 @@ def _quantize_rows_nb(x: F32, g: int, xq: I8, dx: F32, xs: F32) -> None:
 
 
 @_jit(parallel=True)
-def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, y: F32) -> None:
+def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, y: F32,
+              native: Any) -> None:
     # xq (T, n_in) int8 with T a multiple of QT; codes (C, nb, g, W) int8 or (C, nb, g/2, W) 4-bit;
     # y (T, C*W)
     n_chunks, nb = codes.shape[0], codes.shape[1]
@@ -572,7 +614,8 @@ def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: 
             slf = sl.ravel()[h:]
             mlf = ml.ravel()[h:]
             for t0 in range(0, xq.shape[0], QT):
-                _qtile(wf, xw, dxf, xsf, slf, mlf, yf, t0, c * W + h, nb, g // 4, xq.shape[1] // 4, y.shape[1])
+                _qtile(wf, xw, dxf, xsf, slf, mlf, yf, t0, c * W + h, nb, g // 4, xq.shape[1] // 4, y.shape[1],
+                       native)
 
 
 def quantize_rows(x: F32, g: int) -> tuple[I8, F32, F32]:
@@ -584,7 +627,9 @@ def quantize_rows(x: F32, g: int) -> tuple[I8, F32, F32]:
     dx = np.zeros((tp, n_in // g), np.float32)
     xs = np.zeros((tp, n_in // g), np.float32)
     if HAVE_NUMBA:
-        _quantize_rows_nb(x, g, xq, dx, xs)
+        _apply_threads()
+        with _parallel:
+            _quantize_rows_nb(np.ascontiguousarray(x, dtype=np.float32), g, xq, dx, xs)
         return xq, dx, xs
     xg = x.reshape(t, n_in // g, g)
     amax = np.abs(xg).max(axis=2)
@@ -596,27 +641,32 @@ def quantize_rows(x: F32, g: int) -> tuple[I8, F32, F32]:
     return xq, dx, xs
 
 
+# The marker argument that picks the tile's form (see _qtile_ir).
+_NATIVE: Final = np.uint8(1) if HAVE_VNNI else np.int8(0)
+
+
 def qgemm_int8(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) -> None:
     """``y = x @ W`` for many rows with x rounded to int8 per group (:func:`quantize_rows`):
     int8 codes ``(C, nb, g, W)`` (offset ignored) or 4-bit ``(C, nb, g/2, W)`` with their offset.
     y ``(T, C * W)`` float32, written in full."""
     t = x.shape[0]
-    g = x.shape[1] // codes.shape[1]
+    c, nb = codes.shape[0], codes.shape[1]
+    g = codes.shape[2] * (2 if codes.dtype == np.uint8 else 1)
+    if x.shape[1] != nb * g or g % 4 or y.shape != (t, c * W):
+        raise ValueError(f"shapes do not fit: x {x.shape}, codes {codes.shape}, y {y.shape}")
     xq, dx, xs = quantize_rows(x, g)
     if HAVE_NUMBA:
         off = np.float32(offset if codes.dtype == np.uint8 else 128.0)
-        yp = y if t == xq.shape[0] else np.empty((xq.shape[0], y.shape[1]), np.float32)
+        whole = t == xq.shape[0] and y.flags.c_contiguous
+        yp = y if whole else np.empty((xq.shape[0], y.shape[1]), np.float32)
         _apply_threads()
         with _parallel:
-            _qgemm_nb(xq, dx, xs, codes, off, scales, mins, yp)
-        if yp is not y:
+            _qgemm_nb(xq, dx, xs, codes, off, scales, mins, yp, _NATIVE)
+        if not whole:
             y[...] = yp[:t]
         return
     xr = (xq[:t].reshape(t, -1, g).astype(np.float32) * dx[:t, :, None]).reshape(t, -1)
-    if codes.dtype == np.uint8:
-        banded(xr, codes.shape[0], lambda c0, part: q4dequant(codes, offset, scales, mins, c0, part), y)
-    else:
-        banded(xr, codes.shape[0], lambda c0, part: qdequant(codes, scales, mins, c0, part), y)
+    banded(xr, c, expand_tiles(codes, offset, scales, mins), y)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -740,31 +790,36 @@ def _apply_threads() -> None:
         _local.threads = _threads
 
 
-_blas_lib: list[Any] = []  # threadpoolctl's handle on BLAS, found once
+_blas_lock = threading.Lock()
+_blas_state: dict[str, Any] = {"libs": None, "depth": 0, "saved": []}
 
 
 @contextlib.contextmanager
 def blas_on_caller() -> Iterator[None]:
     """BLAS runs on the calling thread only, for calls between numba's parallel kernels: the
-    two pools' idle workers spin and starve each other (docs/performance.md)."""
-    if not _blas_lib:
-        try:
-            from threadpoolctl import ThreadpoolController
+    two pools' idle workers spin and starve each other (docs/performance.md). Nested and
+    concurrent uses share one setting, restored when the last one leaves."""
+    with _blas_lock:
+        if _blas_state["libs"] is None:
+            try:
+                from threadpoolctl import ThreadpoolController
 
-            _blas_lib.extend(ThreadpoolController().select(user_api="blas").lib_controllers[:1])
-        except Exception:  # noqa: BLE001 - BLAS thread control is best effort
-            pass
-        if not _blas_lib:
-            _blas_lib.append(None)
-    lib = _blas_lib[0]
-    before = int(lib.get_num_threads()) if lib is not None else 1
-    if before > 1:
-        lib.set_num_threads(1)
+                _blas_state["libs"] = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+            except Exception:  # noqa: BLE001 - BLAS thread control is best effort
+                _blas_state["libs"] = []
+        if _blas_state["depth"] == 0:
+            _blas_state["saved"] = [int(lib.get_num_threads()) for lib in _blas_state["libs"]]
+            for lib in _blas_state["libs"]:
+                lib.set_num_threads(1)
+        _blas_state["depth"] += 1
     try:
         yield
     finally:
-        if before > 1:
-            lib.set_num_threads(before)
+        with _blas_lock:
+            _blas_state["depth"] -= 1
+            if _blas_state["depth"] == 0:
+                for lib, n in zip(_blas_state["libs"], _blas_state["saved"]):
+                    lib.set_num_threads(n)
 
 
 def status() -> dict[str, object]:
@@ -782,10 +837,10 @@ def status() -> dict[str, object]:
         import llvmlite.binding as llvm
 
         cpu = str(llvm.get_host_cpu_name())
-        feats = str(llvm.get_host_cpu_features().flatten())
-        simd = [f for f in ("avx512f", "avx512vnni", "avx2", "fma", "neon", "sve") if "+" + f in feats]
     except Exception:  # noqa: BLE001
-        cpu, simd = "unknown", []
+        cpu = "unknown"
+    feats = _host_features()
+    simd = [f for f in ("avx512f", "avx512vnni", "avx2", "fma", "neon", "sve") if "+" + f in feats]
     prompt = ("int8, vpdpbusd" if HAVE_VNNI else "int8, portable") if INT8_PROMPT else "float32 bands, BLAS"
     return {"kernels": "numba", "numba": str(_numba.__version__), "threading_layer": layer,
             "threads": _threads or int(_numba.get_num_threads()), "cpu": cpu, "simd": simd,

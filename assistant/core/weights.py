@@ -29,8 +29,9 @@ from .quants import code_group, dequantize, dequantize_transposed, split_codes
 F32 = npt.NDArray[np.float32]
 
 MEMORY_MODES: Final = ("speed", "lean")
-# Up to this many rows a product runs the quantized kernel; more rows (prompt chunks) expand
-# bands of the weights to float32 for BLAS.
+# Up to this many rows a product runs the quantized kernel on float32 activations; more rows
+# (prompt chunks) run the integer kernel on int8 ones (kernels.INT8_PROMPT), else expand bands
+# of the weights to float32 for BLAS.
 QUANT_KERNEL_ROWS: Final = 16
 # Raw bytes split into codes at a time while repacking (bounds the temporaries).
 _REPACK_BAND_BYTES: Final = 1 << 22
@@ -72,8 +73,9 @@ class QuantLinear(Linear):
     Either int8 ``codes`` ``(C, nb, g, 64)`` with per-group ``scales``/``mins`` ``(C, nb, 64)``
     (every linear block type: ``code * scale + min`` is exactly the dequantized weight), or
     float16 ``half`` ``(C, n_in, 64)``. Output rows are padded to a multiple of 64 with zeros.
-    Few rows (decoding) run the quantized kernel; many rows (prompt chunks) expand bands of
-    chunks to float32 and multiply with BLAS.
+    Few rows (decoding) run the quantized kernel; many rows (prompt chunks) run the integer
+    kernel where it is on (:data:`kernels.INT8_PROMPT`), else (and for float16) expand bands
+    of chunks to float32 and multiply with BLAS.
     """
 
     def __init__(self, codes: npt.NDArray[np.int8] | None, scales: kernels.SC, mins: kernels.SC,
