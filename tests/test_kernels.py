@@ -399,3 +399,25 @@ def test_prompt_rows_take_the_integer_kernel(tmp_path, monkeypatch, qtype):
     assert calls
     assert np.abs(ints - floats).max() <= 0.02 * np.abs(floats).max()
     assert (ints.argmax(-1) == floats.argmax(-1)).mean() >= 0.9
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="the vectorized exp is numba code")
+def test_attention_exp_is_exact_to_float32():
+    """Decoding attention's own exp (a polynomial that vectorizes) against float64 over the
+    range softmax feeds it (scores minus their max: -200 .. 0); underflow stays finite."""
+    import numba
+
+    @numba.njit
+    def run(row, m):
+        return kernels._exp_shifted(row, row.shape[0], m)
+
+    x = np.concatenate([np.linspace(-200.0, 0.0, 20001), [0.0, -1e-8, -87.3, -88.7, -1e30]]).astype(np.float32)
+    row = x + np.float32(3.0)
+    total = run(row, np.float32(3.0))
+    d = (x + np.float32(3.0)) - np.float32(3.0)  # the differences as the kernel sees them
+    want = np.exp(d.astype(np.float64))
+    near = d > -10  # the weights that count: within float32 rounding of exp's argument there
+    assert np.all(np.isfinite(row)) and np.all(row >= 0)
+    assert np.abs(row[near] / want[near] - 1).max() < 1e-6
+    assert np.abs(row - want).max() < 2e-7  # and within 2e-7 of the largest weight elsewhere
+    assert abs(total / want.sum() - 1) < 1e-6

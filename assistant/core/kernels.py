@@ -671,40 +671,109 @@ def qgemm_int8(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) 
 
 # ----------------------------------------------------------------------------- attention
 
+# exp(x) = 2**n * 2**f with n = floor(x log2 e): 2**f by a degree-5 polynomial fitted on
+# [0, 1) (relative error under 2e-7 in float32), 2**n from the float's exponent bits. numba
+# calls libm's expf one lane at a time; this form vectorizes (docs/performance.md).
+_EXP_C: Final = (np.float32(0.99999994), np.float32(0.69315296), np.float32(0.24015455), np.float32(0.055823583),
+                 np.float32(0.0089925947), np.float32(0.0018762343))
+
+
+def _exp_shifted(row: F32, n: int, m: np.float32) -> np.float32:
+    """row[:n] = exp(row[:n] - m) (every value <= m), in place; returns their sum."""
+    raise NotImplementedError  # only the compiled overload below runs
+
+
+def _exp_overload() -> None:
+    from numba.extending import overload
+
+    @overload(_exp_shifted, inline="always")
+    def impl(row: Any, n: Any, m: Any) -> Any:
+        def exp_shifted(row: Any, n: Any, m: Any) -> Any:
+            bits = np.empty(n, np.int32)
+            scale = bits.view(np.float32)
+            for i in range(n):
+                t = max((row[i] - m) * np.float32(1.4426950408889634), np.float32(-126.0))
+                e = np.floor(t)
+                f = t - e
+                c = _EXP_C
+                row[i] = c[0] + f * (c[1] + f * (c[2] + f * (c[3] + f * (c[4] + f * c[5]))))
+                bits[i] = (np.int32(e) + np.int32(127)) << np.int32(23)
+            total = np.float32(0.0)
+            for i in range(n):
+                row[i] *= scale[i]
+                total += row[i]
+            return total
+        return exp_shifted
+
+
+if _numba is not None:
+    _exp_overload()
+
+
 @_jit(parallel=True)
-def _attend_one_nb(q: F32, k: F32, v: F32, n: int, k0: int, scale: np.float32, softcap: np.float32,
-                   out: F32) -> None:
-    # q (H, hd); k/v (n_kv, n_ctx, hd), positions k0 .. n-1 valid; out (H, hd)
-    n_heads = q.shape[0]
-    hd = q.shape[1]
-    group = n_heads // k.shape[0]
-    for h in prange(n_heads):
-        kv = h // group
-        s = np.empty(n - k0, np.float32)
-        m = np.float32(-3.0e38)  # finite: fastmath assumes no infinities
-        for p in range(k0, n):
-            d = np.float32(0.0)
+def _attend_blocks_nb(q: F32, k: F32, v: F32, n: int, k0: int, scale: np.float32, softcap: np.float32,
+                      s: F32, part_m: F32, part_s: F32, part_acc: F32) -> None:
+    # q (H, hd); k/v (n_kv, n_ctx, hd), positions k0 .. n-1 valid. Positions are cut into nb
+    # blocks; each (KV head, block) reads its keys and values once for the whole query group:
+    # s (n_kv*nb, group, bs) scores, part_m/part_s (n_kv, nb, group) max and sum of exps,
+    # part_acc (n_kv, nb, group, hd) unnormalized outputs, merged by _merge_blocks.
+    n_kv, nb, group, hd = part_acc.shape
+    bs = s.shape[2]
+    for item in prange(n_kv * nb):
+        kv = item // nb
+        blk = item % nb
+        p0 = k0 + blk * bs
+        p1 = min(n, p0 + bs)
+        for g in range(group):
+            part_m[kv, blk, g] = np.float32(-3.0e38)  # finite: fastmath assumes no infinities
+            part_s[kv, blk, g] = np.float32(0.0)
             for e in range(hd):
-                d += q[h, e] * k[kv, p, e]
-            d *= scale
-            if softcap > 0.0:
-                d = softcap * np.tanh(d / softcap)
-            s[p - k0] = d
-            if d > m:
-                m = d
-        total = np.float32(0.0)
-        for p in range(n - k0):
-            w = np.exp(s[p] - m)
-            s[p] = w
-            total += w
-        acc = np.zeros(hd, np.float32)
-        for p in range(k0, n):
-            w = s[p - k0]
+                part_acc[kv, blk, g, e] = np.float32(0.0)
+        for p in range(p0, p1):
+            for g in range(group):
+                d = np.float32(0.0)
+                for e in range(hd):
+                    d += q[kv * group + g, e] * k[kv, p, e]
+                d *= scale
+                if softcap > 0.0:
+                    d = softcap * np.tanh(d / softcap)
+                s[item, g, p - p0] = d
+                if d > part_m[kv, blk, g]:
+                    part_m[kv, blk, g] = d
+        for g in range(group):
+            part_s[kv, blk, g] = _exp_shifted(s[item, g], p1 - p0, part_m[kv, blk, g])
+        for p in range(p0, p1):
+            for g in range(group):
+                w = s[item, g, p - p0]
+                for e in range(hd):
+                    part_acc[kv, blk, g, e] += w * v[kv, p, e]
+
+
+@_jit(parallel=False)
+def _merge_blocks_nb(part_m: F32, part_s: F32, part_acc: F32, n_blocks: int, out: F32) -> None:
+    # out (H, hd): each head's blocks (the first n_blocks hold positions) rescaled to one max
+    n_kv, _nb, group, hd = part_acc.shape
+    for kv in range(n_kv):
+        for g in range(group):
+            m = part_m[kv, 0, g]
+            for blk in range(1, n_blocks):
+                m = max(m, part_m[kv, blk, g])
+            total = np.float32(0.0)
             for e in range(hd):
-                acc[e] += w * v[kv, p, e]
-        inv = np.float32(1.0) / total
-        for e in range(hd):
-            out[h, e] = acc[e] * inv
+                out[kv * group + g, e] = np.float32(0.0)
+            for blk in range(n_blocks):
+                f = np.exp(part_m[kv, blk, g] - m)
+                total += f * part_s[kv, blk, g]
+                for e in range(hd):
+                    out[kv * group + g, e] += f * part_acc[kv, blk, g, e]
+            inv = np.float32(1.0) / total
+            for e in range(hd):
+                out[kv * group + g, e] *= inv
+
+
+# Positions per block of decoding attention at the least; blocks per KV head at the most
+# enough to give every thread a few (KV head, block) items.
+ATTENTION_BLOCK: Final = 64
 
 
 def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: float = 0.0) -> F32:
@@ -716,9 +785,22 @@ def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: f
     """
     out = np.empty_like(q)
     if HAVE_NUMBA:
+        n_heads, hd = q.shape
+        n_kv = k.shape[0]
+        span = n - k0
+        threads = _threads or int(_numba.get_num_threads())
+        nb = max(1, min(-(-span // ATTENTION_BLOCK), -(-4 * threads // n_kv)))
+        bs = -(-span // nb)
+        nb = -(-span // bs)
+        group = n_heads // n_kv
+        s = np.empty((n_kv * nb, group, bs), np.float32)
+        part_m = np.empty((n_kv, nb, group), np.float32)
+        part_s = np.empty((n_kv, nb, group), np.float32)
+        part_acc = np.empty((n_kv, nb, group, hd), np.float32)
         _apply_threads()
         with _parallel:
-            _attend_one_nb(q, k, v, n, k0, np.float32(scale), np.float32(softcap), out)
+            _attend_blocks_nb(q, k, v, n, k0, np.float32(scale), np.float32(softcap), s, part_m, part_s, part_acc)
+        _merge_blocks_nb(part_m, part_s, part_acc, nb, out)
         return out
     group = q.shape[0] // k.shape[0]
     keys = np.repeat(k[:, k0:n], group, axis=0)  # (H, S, hd)
