@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from assistant.core.ops import Rope, attention, rms_norm
 
@@ -129,3 +130,27 @@ def test_attention_masks_cached_for_long_prompts_stay_bounded():
         attention(q, k[:, :pos + 256], v[:, :pos + 256], pos, 0.3)
         held = sum(m.nbytes for m in list(ops._masks.values()))
         assert held <= 8 << 20, (pos, held)
+
+
+@pytest.mark.parametrize("heads,kv,window,softcap", [
+    (14, 2, 0, 0.0),   # Qwen's groups of 7: one KV head per thread
+    (9, 3, 0, 0.0),    # SmolLM2's 3 KV heads over 2 threads: each group cut in two
+    (4, 1, 40, 0.0),   # Gemma's one KV head, a sliding window
+    (4, 2, 0, 30.0),   # Gemma 2's soft-capped scores
+])
+def test_prompt_attention_on_threads_matches_one_call(monkeypatch, heads, kv, window, softcap):
+    """Prompt attention split over the kernels' threads (heads, or parts of a group, per
+    thread) gives what one call gives, for any number of threads."""
+    from assistant.core import kernels, transformer
+
+    rng = np.random.default_rng(heads)
+    t, pos, hd = 37, 50, 16
+    q = rng.standard_normal((heads, t, hd)).astype(np.float32)
+    k = rng.standard_normal((kv, pos + t, hd)).astype(np.float32)
+    v = rng.standard_normal((kv, pos + t, hd)).astype(np.float32)
+    want = attention(q, k, v, pos, 0.25, window, softcap)
+    monkeypatch.setattr(transformer, "ATTENTION_THREADS_MIN", 0)
+    for n in (1, 2, 3):
+        monkeypatch.setattr(kernels, "thread_count", lambda n=n: n)
+        got = transformer._attend_on_threads(q, k, v, pos, 0.25, window, softcap)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

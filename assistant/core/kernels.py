@@ -48,6 +48,10 @@ def _load_numba() -> Any:
         return None
     # Compiled kernels are cached on disk, once per CPU; set before numba reads its config.
     os.environ.setdefault("NUMBA_CACHE_DIR", _cache_dir())
+    # OpenMP workers spin about 0.2 ms (not GNU's default of several) before sleeping: the
+    # Python threads of prompt attention run between kernels (docs/performance.md, Threads).
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "20000")
     try:
         import numba
     except Exception as err:  # noqa: BLE001 - any import failure means the numpy path
@@ -864,6 +868,13 @@ def set_threads(n: int, default: bool = False) -> None:
         threadpool_limits(n, user_api="blas")
     except Exception:  # noqa: BLE001 - BLAS thread control is best effort
         pass
+
+
+def thread_count() -> int:
+    """Threads the kernels run on."""
+    if _numba is None:
+        return max(1, os.cpu_count() or 1)
+    return _threads or int(_numba.config.NUMBA_NUM_THREADS)
 
 
 def _apply_threads() -> None:

@@ -28,6 +28,9 @@ I32 = npt.NDArray[np.int32]
 # Up to this many rows of one sequence attend through the decoding kernel, a row at a time.
 KERNEL_ATTENTION_ROWS: Final = 16
 PREPARE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
+# Prompt attention with fewer (query, key) pairs than this stays on one thread (not worth
+# the hand-off; at 256 x 512 the threads measured even).
+ATTENTION_THREADS_MIN: Final = 1 << 16
 
 
 class ContextFullError(ValueError):
@@ -405,8 +408,7 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
             return np.concatenate([_attend_one(q[:, r], caches[0], layer, pos + r, scale, window, softcap)
                                    for r in range(t)], axis=0)
         if caches[0].kernel_attention and kernels.INT8_PROMPT:
-            with kernels.blas_on_caller():  # numba's threads run the prompt's products
-                return attention(q, keys, values, pos, scale, window, softcap)
+            return _attend_on_threads(q, keys, values, pos, scale, window, softcap)
         return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []
     for i, c in enumerate(caches):
@@ -416,6 +418,37 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
         else:
             outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window, softcap))
     return np.concatenate(outs, axis=0)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _attend_on_threads(q: F32, keys: F32, values: F32, pos: int, scale: float, window: int,
+                       softcap: float) -> F32:
+    """Prompt attention (see :func:`attention`) while numba's threads run the products: BLAS
+    on the calling thread only (the two pools' idle workers would spin against each other),
+    the heads split over as many Python threads as the kernels use."""
+    n_heads, t, hd = q.shape
+    n_kv = keys.shape[0]
+    group = n_heads // n_kv
+    n = kernels.thread_count()
+    split = 1 if n_kv % n == 0 else min(group, n)  # cut each group when the KV heads do not divide
+    pieces = [(j, j * group + i * group // split, j * group + (i + 1) * group // split)
+              for j in range(n_kv) for i in range(split)]
+    out = np.empty((t, n_heads * hd), dtype=np.float32)
+
+    def run(piece: tuple[int, int, int]) -> None:
+        j, h0, h1 = piece
+        if h1 > h0:
+            out[:, h0 * hd:h1 * hd] = attention(q[h0:h1], keys[j:j + 1], values[j:j + 1], pos, scale, window,
+                                                softcap)
+
+    with kernels.blas_on_caller():
+        if n == 1 or t * (pos + t) < ATTENTION_THREADS_MIN:
+            return attention(q, keys, values, pos, scale, window, softcap)
+        pool = _pools.get(n) or _pools.setdefault(n, ThreadPoolExecutor(n, thread_name_prefix="attention"))
+        list(pool.map(run, pieces))
+    return out
 
 
 def _attend_one(q: F32, cache: KVCache, layer: int, pos: int, scale: float, window: int, softcap: float) -> F32:
