@@ -421,3 +421,26 @@ def test_attention_exp_is_exact_to_float32():
     assert np.abs(row[near] / want[near] - 1).max() < 1e-6
     assert np.abs(row - want).max() < 2e-7  # and within 2e-7 of the largest weight elsewhere
     assert abs(total / want.sum() - 1) < 1e-6
+
+
+@pytest.mark.parametrize("heads,kv,hd,pos,t,window,softcap", [
+    (9, 3, 64, 577, 5, 0, 0.0),    # SmolLM2 verifying 4 drafts
+    (14, 2, 64, 30, 16, 0, 0.0),   # Qwen, 16 rows over a short cache
+    (4, 1, 256, 600, 9, 512, 0.0),  # Gemma's sliding window: each row's window starts later
+    (4, 2, 32, 0, 3, 0, 0.0),      # the first rows of a sequence
+    (4, 2, 32, 45, 7, 8, 5.0),     # a window shorter than the rows, soft-capped scores
+])
+def test_several_rows_attend_like_one_at_a_time(path, heads, kv, hd, pos, t, window, softcap):
+    """Rows verified together (one kernel call, each KV block read once for all of them) give
+    each row's own causal attention: row r sees keys up to pos + r (its last `window`)."""
+    rng = np.random.default_rng(pos + t)
+    q = rng.standard_normal((heads, t, hd)).astype(np.float32)
+    k = rng.standard_normal((kv, pos + t + 5, hd)).astype(np.float32)
+    v = rng.standard_normal((kv, pos + t + 5, hd)).astype(np.float32)
+    scale = 1.0 / np.sqrt(hd)
+    out = kernels.attend_rows(q, k, v, pos, window, scale, softcap)
+    assert out.shape == (t, heads * hd) and out.dtype == np.float32
+    for r in range(t):
+        k0 = max(0, pos + r + 1 - window) if window > 0 else 0
+        want = attention_ref(q[:, r], k, v, pos + r + 1, k0, scale, softcap)
+        assert np.abs(out[r] - want.reshape(-1)).max() < 1e-5, r

@@ -715,69 +715,112 @@ if _numba is not None:
 
 
 @_jit(parallel=True)
-def _attend_blocks_nb(q: F32, k: F32, v: F32, n: int, k0: int, scale: np.float32, softcap: np.float32,
+def _attend_blocks_nb(q: F32, k: F32, v: F32, pos: int, window: int, scale: np.float32, softcap: np.float32,
                       s: F32, part_m: F32, part_s: F32, part_acc: F32) -> None:
-    # q (H, hd); k/v (n_kv, n_ctx, hd), positions k0 .. n-1 valid. Positions are cut into nb
-    # blocks; each (KV head, block) reads its keys and values once for the whole query group:
-    # s (n_kv*nb, group, bs) scores, part_m/part_s (n_kv, nb, group) max and sum of exps,
-    # part_acc (n_kv, nb, group, hd) unnormalized outputs, merged by _merge_blocks.
-    n_kv, nb, group, hd = part_acc.shape
-    bs = s.shape[2]
+    # q (H, T, hd): rows at positions pos .. pos+T-1; k/v (n_kv, n_ctx, hd) filled through
+    # pos+T-1. Row r sees keys lo_r .. pos+r (lo_r = pos+r+1-window with a window, else 0).
+    # The positions lo_0 .. pos+T-1 are cut into blocks; each (KV head, block) item reads its
+    # keys and values once for every row and query head of the group (they stay in cache
+    # from row to row), keeping per row and head the max and sum of exps and the unnormalized
+    # output: s (n_kv*nb, T, group, bs), part_m/part_s (T, n_kv, nb, group), part_acc
+    # (T, n_kv, nb, group, hd); _merge_blocks_nb combines the blocks.
+    t_rows, n_kv, nb, group, hd = part_acc.shape
+    bs = s.shape[3]
+    lo0 = max(0, pos + 1 - window) if window > 0 else 0
     for item in prange(n_kv * nb):
         kv = item // nb
         blk = item % nb
-        p0 = k0 + blk * bs
-        p1 = min(n, p0 + bs)
-        for g in range(group):
-            part_m[kv, blk, g] = np.float32(-3.0e38)  # finite: fastmath assumes no infinities
-            part_s[kv, blk, g] = np.float32(0.0)
-            for e in range(hd):
-                part_acc[kv, blk, g, e] = np.float32(0.0)
-        for p in range(p0, p1):
+        p0 = lo0 + blk * bs
+        for r in range(t_rows):
+            lo = max(p0, pos + r + 1 - window) if window > 0 else p0
+            hi = min(p0 + bs, pos + r + 1)
             for g in range(group):
-                d = np.float32(0.0)
+                part_m[r, kv, blk, g] = np.float32(-3.0e38)  # finite: fastmath assumes no infinities
+                part_s[r, kv, blk, g] = np.float32(0.0)
                 for e in range(hd):
-                    d += q[kv * group + g, e] * k[kv, p, e]
-                d *= scale
-                if softcap > 0.0:
-                    d = softcap * np.tanh(d / softcap)
-                s[item, g, p - p0] = d
-                if d > part_m[kv, blk, g]:
-                    part_m[kv, blk, g] = d
-        for g in range(group):
-            part_s[kv, blk, g] = _exp_shifted(s[item, g], p1 - p0, part_m[kv, blk, g])
-        for p in range(p0, p1):
-            for g in range(group):
-                w = s[item, g, p - p0]
-                for e in range(hd):
-                    part_acc[kv, blk, g, e] += w * v[kv, p, e]
+                    part_acc[r, kv, blk, g, e] = np.float32(0.0)
+            for p in range(lo, hi):
+                for g in range(group):
+                    d = np.float32(0.0)
+                    for e in range(hd):
+                        d += q[kv * group + g, r, e] * k[kv, p, e]
+                    d *= scale
+                    if softcap > 0.0:
+                        d = softcap * np.tanh(d / softcap)
+                    s[item, r, g, p - p0] = d
+                    if d > part_m[r, kv, blk, g]:
+                        part_m[r, kv, blk, g] = d
+            if hi > lo:
+                for g in range(group):
+                    part_s[r, kv, blk, g] = _exp_shifted(s[item, r, g, lo - p0:], hi - lo, part_m[r, kv, blk, g])
+            for p in range(lo, hi):
+                for g in range(group):
+                    w = s[item, r, g, p - p0]
+                    for e in range(hd):
+                        part_acc[r, kv, blk, g, e] += w * v[kv, p, e]
 
 
 @_jit(parallel=False)
-def _merge_blocks_nb(part_m: F32, part_s: F32, part_acc: F32, n_blocks: int, out: F32) -> None:
-    # out (H, hd): each head's blocks (the first n_blocks hold positions) rescaled to one max
-    n_kv, _nb, group, hd = part_acc.shape
-    for kv in range(n_kv):
-        for g in range(group):
-            m = part_m[kv, 0, g]
-            for blk in range(1, n_blocks):
-                m = max(m, part_m[kv, blk, g])
-            total = np.float32(0.0)
-            for e in range(hd):
-                out[kv * group + g, e] = np.float32(0.0)
-            for blk in range(n_blocks):
-                f = np.exp(part_m[kv, blk, g] - m)
-                total += f * part_s[kv, blk, g]
+def _merge_blocks_nb(part_m: F32, part_s: F32, part_acc: F32, out: F32) -> None:
+    # out (T, H*hd): each row and head's blocks rescaled to one max (empty blocks weigh 0)
+    t_rows, n_kv, nb, group, hd = part_acc.shape
+    for r in range(t_rows):
+        for kv in range(n_kv):
+            for g in range(group):
+                h0 = (kv * group + g) * hd
+                m = part_m[r, kv, 0, g]
+                for blk in range(1, nb):
+                    m = max(m, part_m[r, kv, blk, g])
+                total = np.float32(0.0)
                 for e in range(hd):
-                    out[kv * group + g, e] += f * part_acc[kv, blk, g, e]
-            inv = np.float32(1.0) / total
-            for e in range(hd):
-                out[kv * group + g, e] *= inv
+                    out[r, h0 + e] = np.float32(0.0)
+                for blk in range(nb):
+                    f = np.exp(part_m[r, kv, blk, g] - m)
+                    total += f * part_s[r, kv, blk, g]
+                    for e in range(hd):
+                        out[r, h0 + e] += f * part_acc[r, kv, blk, g, e]
+                inv = np.float32(1.0) / total
+                for e in range(hd):
+                    out[r, h0 + e] *= inv
 
 
 # Positions per block of decoding attention at the least; blocks per KV head at the most
 # enough to give every thread a few (KV head, block) items.
 ATTENTION_BLOCK: Final = 64
+
+
+def attend_rows(q: F32, k: F32, v: F32, pos: int, window: int, scale: float, softcap: float = 0.0) -> F32:
+    """Grouped-query attention of a few rows (decoding, drafts being verified) over the cache.
+
+    q ``(n_heads, T, head_dim)`` at positions ``pos .. pos+T-1``; k, v ``(n_kv_heads, n_ctx,
+    head_dim)`` (the whole cache, filled through ``pos+T-1``). Row ``r`` sees keys up to
+    ``pos+r``, the last ``window`` of them when ``window`` > 0; ``softcap`` > 0 applies
+    ``softcap * tanh(score / softcap)`` (Gemma 2). Returns ``(T, n_heads * head_dim)``.
+    """
+    n_heads, t, hd = q.shape
+    n_kv = k.shape[0]
+    out = np.empty((t, n_heads * hd), dtype=np.float32)
+    if not HAVE_NUMBA:
+        for r in range(t):
+            k0 = max(0, pos + r + 1 - window) if window > 0 else 0
+            out[r] = _attend_one_np(q[:, r], k, v, pos + r + 1, k0, scale, softcap).reshape(-1)
+        return out
+    lo0 = max(0, pos + 1 - window) if window > 0 else 0
+    span = pos + t - lo0
+    threads = _threads or int(_numba.get_num_threads())
+    bs = -(-span // max(1, min(-(-span // ATTENTION_BLOCK), -(-4 * threads // n_kv))))
+    nb = -(-span // bs)
+    group = n_heads // n_kv
+    s = np.empty((n_kv * nb, t, group, bs), np.float32)
+    part_m = np.empty((t, n_kv, nb, group), np.float32)
+    part_s = np.empty((t, n_kv, nb, group), np.float32)
+    part_acc = np.empty((t, n_kv, nb, group, hd), np.float32)
+    _apply_threads()
+    with _parallel:
+        _attend_blocks_nb(np.ascontiguousarray(q), k, v, pos, window, np.float32(scale), np.float32(softcap), s,
+                          part_m, part_s, part_acc)
+    _merge_blocks_nb(part_m, part_s, part_acc, out)
+    return out
 
 
 def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: float = 0.0) -> F32:
@@ -787,25 +830,12 @@ def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: f
     ``softcap`` > 0 applies ``softcap * tanh(score / softcap)`` (Gemma 2). Returns
     ``(n_heads, head_dim)``.
     """
-    out = np.empty_like(q)
-    if HAVE_NUMBA:
-        n_heads, hd = q.shape
-        n_kv = k.shape[0]
-        span = n - k0
-        threads = _threads or int(_numba.get_num_threads())
-        nb = max(1, min(-(-span // ATTENTION_BLOCK), -(-4 * threads // n_kv)))
-        bs = -(-span // nb)
-        nb = -(-span // bs)
-        group = n_heads // n_kv
-        s = np.empty((n_kv * nb, group, bs), np.float32)
-        part_m = np.empty((n_kv, nb, group), np.float32)
-        part_s = np.empty((n_kv, nb, group), np.float32)
-        part_acc = np.empty((n_kv, nb, group, hd), np.float32)
-        _apply_threads()
-        with _parallel:
-            _attend_blocks_nb(q, k, v, n, k0, np.float32(scale), np.float32(softcap), s, part_m, part_s, part_acc)
-        _merge_blocks_nb(part_m, part_s, part_acc, nb, out)
-        return out
+    if not HAVE_NUMBA:
+        return _attend_one_np(q, k, v, n, k0, scale, softcap)
+    return attend_rows(q[:, None, :], k, v, n - 1, n - k0 if k0 > 0 else 0, scale, softcap).reshape(q.shape)
+
+
+def _attend_one_np(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: float) -> F32:
     group = q.shape[0] // k.shape[0]
     keys = np.repeat(k[:, k0:n], group, axis=0)  # (H, S, hd)
     vals = np.repeat(v[:, k0:n], group, axis=0)
@@ -814,7 +844,7 @@ def attend_one(q: F32, k: F32, v: F32, n: int, k0: int, scale: float, softcap: f
         s = np.float32(softcap) * np.tanh(s / np.float32(softcap))
     s = np.exp(s - s.max(axis=1, keepdims=True))
     s /= s.sum(axis=1, keepdims=True)
-    out[...] = np.einsum("hs,hsd->hd", s, vals)
+    out: F32 = np.einsum("hs,hsd->hd", s, vals).astype(np.float32)
     return out
 
 

@@ -403,10 +403,7 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
         if caches[0].kernel_attention and t <= KERNEL_ATTENTION_ROWS:
             # Decoding rows (drafts being verified too) stay on numba's threads: BLAS's
             # would spin against them.
-            if t == 1:
-                return _attend_one(q[:, 0], caches[0], layer, pos, scale, window, softcap)
-            return np.concatenate([_attend_one(q[:, r], caches[0], layer, pos + r, scale, window, softcap)
-                                   for r in range(t)], axis=0)
+            return kernels.attend_rows(q, caches[0].k[layer], caches[0].v[layer], pos, window, scale, softcap)
         if caches[0].kernel_attention and kernels.INT8_PROMPT:
             return _attend_on_threads(q, keys, values, pos, scale, window, softcap)
         return attention(q, keys, values, pos, scale, window, softcap)
