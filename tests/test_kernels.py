@@ -407,7 +407,7 @@ def test_attention_exp_is_exact_to_float32():
     range softmax feeds it (scores minus their max: -200 .. 0); underflow stays finite."""
     import numba
 
-    @numba.njit
+    @numba.njit(fastmath=True)  # as the kernel compiles it
     def run(row, m):
         return kernels._exp_shifted(row, row.shape[0], m)
 
@@ -428,11 +428,15 @@ def test_attention_exp_is_exact_to_float32():
     (14, 2, 64, 30, 16, 0, 0.0),   # Qwen, 16 rows over a short cache
     (4, 1, 256, 600, 9, 512, 0.0),  # Gemma's sliding window: each row's window starts later
     (4, 2, 32, 0, 3, 0, 0.0),      # the first rows of a sequence
-    (4, 2, 32, 45, 7, 8, 5.0),     # a window shorter than the rows, soft-capped scores
+    (4, 2, 32, 45, 7, 4, 5.0),     # a window shorter than the rows, soft-capped scores
+    (4, 1, 64, 40, 16, 4, 0.0),    # blocks of 4: rows whose window starts in a later block
 ])
-def test_several_rows_attend_like_one_at_a_time(path, heads, kv, hd, pos, t, window, softcap):
+@pytest.mark.parametrize("block", [64, 4])
+def test_several_rows_attend_like_one_at_a_time(path, monkeypatch, heads, kv, hd, pos, t, window, softcap, block):
     """Rows verified together (one kernel call, each KV block read once for all of them) give
-    each row's own causal attention: row r sees keys up to pos + r (its last `window`)."""
+    each row's own causal attention: row r sees keys up to pos + r (its last `window`). Small
+    blocks make many of them, some with no position for a given row."""
+    monkeypatch.setattr(kernels, "ATTENTION_BLOCK", block)
     rng = np.random.default_rng(pos + t)
     q = rng.standard_normal((heads, t, hd)).astype(np.float32)
     k = rng.standard_normal((kv, pos + t + 5, hd)).astype(np.float32)

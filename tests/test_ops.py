@@ -144,13 +144,14 @@ def test_prompt_attention_on_threads_matches_one_call(monkeypatch, heads, kv, wi
     from assistant.core import kernels, transformer
 
     rng = np.random.default_rng(heads)
-    t, pos, hd = 37, 50, 16
+    t, pos, hd = 160, 900, 16  # above ATTENTION_THREADS_MIN (mypyc compiles the constant in)
+    assert t * (pos + t) >= transformer.ATTENTION_THREADS_MIN
     q = rng.standard_normal((heads, t, hd)).astype(np.float32)
     k = rng.standard_normal((kv, pos + t, hd)).astype(np.float32)
     v = rng.standard_normal((kv, pos + t, hd)).astype(np.float32)
     want = attention(q, k, v, pos, 0.25, window, softcap)
-    monkeypatch.setattr(transformer, "ATTENTION_THREADS_MIN", 0)
     for n in (1, 2, 3):
         monkeypatch.setattr(kernels, "thread_count", lambda n=n: n)
         got = transformer._attend_on_threads(q, k, v, pos, 0.25, window, softcap)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert (n in transformer._pools) == (n > 1)  # the split ran on a pool of n threads

@@ -775,6 +775,8 @@ def _merge_blocks_nb(part_m: F32, part_s: F32, part_acc: F32, out: F32) -> None:
                 for e in range(hd):
                     out[r, h0 + e] = np.float32(0.0)
                 for blk in range(nb):
+                    if part_s[r, kv, blk, g] == 0.0:  # no position of this block for this row
+                        continue
                     f = np.exp(part_m[r, kv, blk, g] - m)
                     total += f * part_s[r, kv, blk, g]
                     for e in range(hd):
@@ -785,8 +787,8 @@ def _merge_blocks_nb(part_m: F32, part_s: F32, part_acc: F32, out: F32) -> None:
 
 
 # Positions per block of decoding attention at the least; blocks per KV head at the most
-# enough to give every thread a few (KV head, block) items.
-ATTENTION_BLOCK: Final = 64
+# enough to give every thread a few (KV head, block) items. (Not Final: tests shrink it.)
+ATTENTION_BLOCK = 64
 
 
 def attend_rows(q: F32, k: F32, v: F32, pos: int, window: int, scale: float, softcap: float = 0.0) -> F32:
@@ -800,6 +802,8 @@ def attend_rows(q: F32, k: F32, v: F32, pos: int, window: int, scale: float, sof
     n_heads, t, hd = q.shape
     n_kv = k.shape[0]
     out = np.empty((t, n_heads * hd), dtype=np.float32)
+    if t == 0:
+        return out
     if not HAVE_NUMBA:
         for r in range(t):
             k0 = max(0, pos + r + 1 - window) if window > 0 else 0
@@ -807,8 +811,7 @@ def attend_rows(q: F32, k: F32, v: F32, pos: int, window: int, scale: float, sof
         return out
     lo0 = max(0, pos + 1 - window) if window > 0 else 0
     span = pos + t - lo0
-    threads = _threads or int(_numba.get_num_threads())
-    bs = -(-span // max(1, min(-(-span // ATTENTION_BLOCK), -(-4 * threads // n_kv))))
+    bs = -(-span // max(1, min(span // ATTENTION_BLOCK, -(-4 * thread_count() // n_kv))))
     nb = -(-span // bs)
     group = n_heads // n_kv
     s = np.empty((n_kv * nb, t, group, bs), np.float32)

@@ -25,12 +25,13 @@ from .weights import Linear, WeightLoader
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
-# Up to this many rows of one sequence attend through the decoding kernel, a row at a time.
+# Up to this many rows of one sequence attend through the decoding kernel, in one call.
 KERNEL_ATTENTION_ROWS: Final = 16
 PREPARE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
-# Prompt attention with fewer (query, key) pairs than this stays on one thread (not worth
-# the hand-off; at 256 x 512 the threads measured even).
-ATTENTION_THREADS_MIN: Final = 1 << 16
+# Prompt attention with fewer (query, key) pairs than this stays on one thread: a short chunk
+# is not worth the hand-off (at 256 x 512 pairs the threads measured even; they pay on long
+# prompts, docs/performance.md).
+ATTENTION_THREADS_MIN: Final = 1 << 17
 
 
 class ContextFullError(ValueError):
