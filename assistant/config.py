@@ -72,6 +72,18 @@ def check_source(src: dict[str, Any], where: str) -> None:
                "a branch, tag or commit", src["revision"])
 
 
+def path_file_name(path: str) -> str:
+    """The cache file a download is kept as: the last part of a URL's path (or a repo file's),
+    percent-escapes decoded. ValueError when that cannot be a file name in the cache (empty,
+    hidden, or a path of its own once decoded)."""
+    from urllib.parse import unquote
+
+    name = unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{path} does not end in a file name (like model.Q4_K_M.gguf)")
+    return name
+
+
 def source_url(src: dict[str, Any]) -> str:
     """The download URL of a ``url`` or ``hf`` source ("" for wheel sources)."""
     if isinstance(src.get("url"), str):
@@ -250,11 +262,13 @@ def _check_entry(e: ModelEntry, where: str) -> None:
     if e.backend == "openai":
         _check(e.base_url.startswith(("http://", "https://")), where, "base_url", "an http(s) URL", e.base_url)
     elif e.backend == "local" and not (e.path or e.file) and source_url(e.source):
-        # The cache file takes the downloaded file's name.
-        from urllib.parse import unquote
+        # The cache file takes the downloaded file's name, by the rule `assistant pull URL` uses.
+        from urllib.parse import urlsplit
 
-        e.file = unquote(source_url(e.source).split("?")[0].rstrip("/").rsplit("/", 1)[-1])
-        _check(bool(e.file) and not e.file.startswith("."), where, "source", "a URL ending in a file name", e.source)
+        try:
+            e.file = path_file_name(urlsplit(source_url(e.source)).path)
+        except ValueError:
+            _check(False, where, "source", "a URL ending in a file name", e.source)
     elif e.backend == "local" and not (e.path or e.file):
         raise ValueError(f"{where} needs `path` (a .gguf file), `file` (a name in the model cache) or a url/hf source")
     if e.sha256:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from .version import __version__
-from .config import ModelEntry, Registry, hf_endpoint, source_url
+from .config import ModelEntry, Registry, hf_endpoint, path_file_name, source_url
 
 CHUNK = 1 << 20
 RETRIES = 3  # automatic resumes after a dropped connection, per pull
@@ -141,11 +141,12 @@ def _copy(read: Callable[[int], bytes], out: IO[bytes], h: "hashlib._Hash", done
 
 
 def _file_name(path: str, where: str) -> str:
-    """The last part of a URL path or repo file, refused when it cannot be a cache file name."""
-    name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
-    if not name or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
-        raise PullError(f"{where} does not end in a file name (like model.Q4_K_M.gguf)")
-    return name
+    """The last part of a URL path or repo file (:func:`config.path_file_name`), refused when
+    it cannot be a cache file name."""
+    try:
+        return path_file_name(path)
+    except ValueError:
+        raise PullError(f"{where} does not end in a file name (like model.Q4_K_M.gguf)") from None
 
 
 def pull_target(target: str, registry: Registry) -> ModelEntry:

@@ -309,3 +309,20 @@ def test_commented_popular_entries_are_valid_when_uncommented(tmp_path, monkeypa
         e = reg.models[name]
         assert e.file.endswith(".gguf") and "~" in e.description and " GB" in e.description
         assert source_url(e.source) == f"https://huggingface.co/{e.source['hf']}/resolve/main/{e.file}"
+
+
+def test_models_toml_and_pull_name_a_url_s_cache_file_alike(tmp_path):
+    """A url source in models.toml and `assistant pull URL` keep the download under the same
+    file name (query and fragment dropped, escapes decoded); a URL whose last part decodes to
+    a path of its own (%2F) is refused by both, never joined to the cache directory."""
+    urls = ["https://example.org/x/My%20Model.gguf?download=1#top", "https://example.org/dl/m.gguf#frag"]
+    bad = "https://example.org/dl/x%2F..%2F..%2Fevil.gguf"
+    cfg = tmp_path / "models.toml"
+    cfg.write_text("".join(f'[models.m{i}]\nsource = {{ url = "{u}" }}\n' for i, u in enumerate(urls + [bad])))
+    reg = load_registry(str(cfg))
+    for i, u in enumerate(urls):
+        assert reg.models[f"m{i}"].file == pull_target(u, reg).file
+    assert [reg.models["m0"].file, reg.models["m1"].file] == ["My Model.gguf", "m.gguf"]
+    assert "m2" not in reg.models and any("models.m2.source" in e for e in reg.errors)
+    with pytest.raises(PullError, match="file name"):
+        pull_target(bad, reg)
