@@ -226,13 +226,13 @@ def test_two_threads_share_the_kernels():
     sc = np.ones((16, 8, 64), dtype=np.float32)
     x = np.ones((1, 256), dtype=np.float32)
     want = np.empty((1, 1024), dtype=np.float32)
-    kernels.q4matmul(x, nibs, 8.0, sc, kernels_no_mins(), want)
+    kernels.qmatmul(x, nibs, 8.0, sc, kernels_no_mins(), want)
     errors = []
 
     def work():
         y = np.empty_like(want)
         for _ in range(50):
-            kernels.q4matmul(x, nibs, 8.0, sc, kernels_no_mins(), y)
+            kernels.qmatmul(x, nibs, 8.0, sc, kernels_no_mins(), y)
             if not np.array_equal(y, want):
                 errors.append("mismatch")
 

@@ -215,18 +215,16 @@ def banded(x: F32, n_chunks: int, expand: Callable[[int, F32], None], y: F32) ->
 BAND_ELEMS: Final = 1 << 20
 
 
-def qmatmul(x: F32, codes: I8, scales: SC, mins: SC, y: F32) -> None:
-    """``y = x @ W`` for tile-layout weights. x ``(T, n_in)`` float32 C-contiguous,
-    y ``(T, C * W)`` float32, written in full."""
-    t = x.shape[0]
-    _c, nb, g, _w = codes.shape
-    x3 = x.reshape(t, nb, g)
+def qmatmul(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) -> None:
+    """``y = x @ W`` for tile-layout weights: int8 codes ``(C, nb, g, W)`` (offset 0) or 4-bit
+    ones ``(C, nb, g/2, W)`` with their offset (see :func:`pack_nibbles`). x ``(T, n_in)``
+    float32 C-contiguous, y ``(T, C * W)`` float32, written in full."""
     if HAVE_NUMBA:
         _apply_threads()
         with _parallel:
-            _matmul_nb(x3, codes, np.float32(0.0), scales, mins, y)
-    else:
-        banded(x, codes.shape[0], expand_tiles(codes, 0.0, scales, mins), y)
+            _matmul_nb(x.reshape(x.shape[0], codes.shape[1], -1), codes, np.float32(offset), scales, mins, y)
+        return
+    banded(x, codes.shape[0], expand_tiles(codes, offset, scales, mins), y)
 
 
 def expand_tiles(codes: Any, offset: float, scales: SC, mins: SC) -> Callable[[int, F32], None]:
@@ -234,19 +232,6 @@ def expand_tiles(codes: Any, offset: float, scales: SC, mins: SC) -> Callable[[i
     if codes.dtype == np.uint8:
         return lambda c0, part: q4dequant(codes, offset, scales, mins, c0, part)
     return lambda c0, part: qdequant(codes, scales, mins, c0, part)
-
-
-def q4matmul(x: F32, nibs: U8, offset: float, scales: SC, mins: SC, y: F32) -> None:
-    """:func:`qmatmul` for 4-bit codes packed two per byte (see :func:`pack_nibbles`)."""
-    t = x.shape[0]
-    _c, nb, hg, _w = nibs.shape
-    x3 = x.reshape(t, nb, 2 * hg)
-    if HAVE_NUMBA:
-        _apply_threads()
-        with _parallel:
-            _matmul_nb(x3, nibs, np.float32(offset), scales, mins, y)
-        return
-    banded(x, nibs.shape[0], expand_tiles(nibs, offset, scales, mins), y)
 
 
 def pack_nibbles(codes: I8, offset: int) -> U8:
@@ -1013,8 +998,8 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
     for sc in kinds:
         no_mins = np.zeros((0, 0, 0), dtype=sc.dtype)
         for mn in (no_mins, sc):
-            qmatmul(x, codes, sc, mn, y)
-            q4matmul(x, nibs, 8.0, sc, mn, y)
+            qmatmul(x, codes, 0.0, sc, mn, y)
+            qmatmul(x, nibs, 8.0, sc, mn, y)
             if INT8_PROMPT:  # prompt rows
                 qgemm_int8(x, codes, 0.0, sc, mn, y)
                 qgemm_int8(x, nibs, 8.0, sc, mn, y)
@@ -1022,7 +1007,7 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
                 q4dequant(nibs, 8.0, sc, mn, 0, out)
                 qdequant(codes, sc, mn, 0, out)
     if float_scales:  # 16-input groups: Q2_K, Q3_K, Q6_K
-        qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), ones, ones, y)
+        qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), 0.0, ones, ones, y)
     hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)
     q = np.ones((2, 8), dtype=np.float32)
     kv = np.ones((1, 4, 8), dtype=np.float32)

@@ -100,34 +100,25 @@ class QuantLinear(Linear):
         x = np.ascontiguousarray(x, dtype=np.float32)
         padded = self.n_chunks * kernels.W
         y = np.empty((t, padded), dtype=np.float32)
-        if t <= QUANT_KERNEL_ROWS:
-            if self.nibs is not None:
-                kernels.q4matmul(x, self.nibs, self.offset, self.scales, self.mins, y)
-            elif self.codes is not None:
-                kernels.qmatmul(x, self.codes, self.scales, self.mins, y)
+        codes = self.nibs if self.nibs is not None else self.codes
+        if codes is None:  # float16
+            assert self.half is not None
+            half = self.half
+            if t <= QUANT_KERNEL_ROWS:
+                kernels.hmatmul(x, half, y)
             else:
-                assert self.half is not None
-                kernels.hmatmul(x, self.half, y)
-        elif kernels.INT8_PROMPT and self.half is None:
-            codes = self.nibs if self.nibs is not None else self.codes
+                kernels.banded(x, self.n_chunks, lambda c0, part: kernels.hdequant(half, c0, part), y)
+        elif t <= QUANT_KERNEL_ROWS:
+            kernels.qmatmul(x, codes, self.offset, self.scales, self.mins, y)
+        elif kernels.INT8_PROMPT:
             kernels.qgemm_int8(x, codes, self.offset, self.scales, self.mins, y)
         else:
-            kernels.banded(x, self.n_chunks, self._expand, y)
+            kernels.banded(x, self.n_chunks, kernels.expand_tiles(codes, self.offset, self.scales, self.mins), y)
         if padded != self.n_out:
             y = y[:, :self.n_out]
         if self.bias is not None:
             y += self.bias
         return y
-
-    def _expand(self, c0: int, part: F32) -> None:
-        """Chunks ``c0 ..`` as float32 ``(n_in, n * 64)`` (see :func:`kernels.banded`)."""
-        if self.nibs is not None:
-            kernels.q4dequant(self.nibs, self.offset, self.scales, self.mins, c0, part)
-        elif self.codes is not None:
-            kernels.qdequant(self.codes, self.scales, self.mins, c0, part)
-        else:
-            assert self.half is not None
-            kernels.hdequant(self.half, c0, part)
 
     def pack4(self, offset: int) -> None:
         """Keep the codes (all within ``-offset .. 15 - offset``) as 4 bits each: half the
