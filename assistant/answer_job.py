@@ -31,10 +31,14 @@ class AnswerJob:
     entry: ModelEntry
     settings: ChatSettings
     parent: int | None = None
-    text: str = ""  # the answer so far
+    pieces: list[str] = field(default_factory=list)  # the answer so far (joined when saved)
     tool_events: list[dict[str, Any]] = field(default_factory=list)
     mid: int = 0  # its row
     last_save: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
     def __call__(self, backend: Any, cancel: Callable[[], bool]) -> Iterator[Event]:
         messages, parent_id = self._prompt()
@@ -70,7 +74,7 @@ class AnswerJob:
     def _saved(self, ev: Event) -> Event:
         """``ev`` with what it adds to the answer saved (a finished answer's ``done`` gets its id)."""
         if ev["type"] == "token":
-            self.text += ev["text"]
+            self.pieces.append(ev["text"])  # `self.text +=` would copy the whole answer per token
             if time.monotonic() - self.last_save > SAVE_EVERY_S:
                 self.store.update_message(self.mid, content=self.text)
                 self.last_save = time.monotonic()
@@ -79,9 +83,8 @@ class AnswerJob:
         elif ev["type"] == "done":
             st = ev.get("stats", {})
             status = "stopped" if ev["finish_reason"] == "cancelled" else "complete"
-            if status == "complete":
-                self.text = ev.get("content", self.text)
-            self.store.update_message(self.mid, content=self.text, status=status,
+            text = ev.get("content", self.text) if status == "complete" else self.text
+            self.store.update_message(self.mid, content=text, status=status,
                                       tool_calls=self.tool_events or None,
                                       prompt_tokens=int(st.get("prompt_tokens", 0)),
                                       completion_tokens=int(st.get("generated_tokens", 0)),

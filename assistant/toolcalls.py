@@ -115,6 +115,8 @@ def _fence_body(text: str, pos: int) -> tuple[str | None, int]:
 
 
 _LINE_JSON = re.compile(r"(?m)^[ \t]*[\[{]")
+# The first non-space character after a position (visible_end's peek past `[` / `{`).
+_NEXT_CHAR = re.compile(r"\s*(\S)")
 
 
 def _untagged(text: str, names: set[str] | None) -> tuple[int, list[ToolCall]]:
@@ -196,8 +198,8 @@ def visible_end(text: str, markers: list[tuple[str, str]] | None = None) -> int:
     for m in _LINE_JSON.finditer(text, 0, end):
         if any(a <= m.start() < b for a, b in released):
             continue
-        after = text[m.end():end].lstrip()
-        if after and after[0] != ('"' if text[m.end() - 1] == "{" else "{"):
+        nxt = _NEXT_CHAR.match(text, m.end(), end)  # no copy of the rest: this runs per token
+        if nxt and nxt.group(1) != ('"' if text[m.end() - 1] == "{" else "{"):
             continue  # plainly not a JSON call ("[1] a source", "{name}"): shown as it streams
         end = m.start()
         break
