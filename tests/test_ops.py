@@ -152,6 +152,7 @@ def test_prompt_attention_on_threads_matches_one_call(monkeypatch, heads, kv, wi
     want = attention(q, k, v, pos, 0.25, window, softcap)
     for n in (1, 2, 3):
         monkeypatch.setattr(kernels, "thread_count", lambda n=n: n)
+        monkeypatch.setattr(transformer, "_pools", {})  # so the check below sees this call's pool
         got = transformer._attend_on_threads(q, k, v, pos, 0.25, window, softcap)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
         assert (n in transformer._pools) == (n > 1)  # the split ran on a pool of n threads

@@ -412,7 +412,7 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
     for i, c in enumerate(caches):
         keys, values = c.store(layer, pos, k[:, i:i + 1], v[:, i:i + 1])
         if c.kernel_attention:
-            outs.append(_attend_one(q[:, i], c, layer, pos, scale, window, softcap))
+            outs.append(kernels.attend_rows(q[:, i:i + 1], c.k[layer], c.v[layer], pos, window, scale, softcap))
         else:
             outs.append(attention(q[:, i:i + 1], keys, values, pos, scale, window, softcap))
     return np.concatenate(outs, axis=0)
@@ -447,13 +447,6 @@ def _attend_on_threads(q: F32, keys: F32, values: F32, pos: int, scale: float, w
         pool = _pools.get(n) or _pools.setdefault(n, ThreadPoolExecutor(n, thread_name_prefix="attention"))
         list(pool.map(run, pieces))
     return out
-
-
-def _attend_one(q: F32, cache: KVCache, layer: int, pos: int, scale: float, window: int, softcap: float) -> F32:
-    """One decoding row (q ``(n_heads, hd)``) through the attention kernel: ``(1, n_heads * hd)``."""
-    k0 = max(0, pos - window + 1) if window > 0 else 0
-    out = kernels.attend_one(np.ascontiguousarray(q), cache.k[layer], cache.v[layer], pos + 1, k0, scale, softcap)
-    return out.reshape(1, -1)
 
 
 def attention_scale(head_dim: int) -> float:

@@ -326,7 +326,11 @@ class WeightLoader:
         # A hostile file's inf/NaN scales would turn every answer into NaN: refuse it now.
         if not bool(np.isfinite(scales).all()) or not bool(np.isfinite(mins).all()):
             raise ValueError(f"{', '.join(names)}: block scales hold inf or NaN (corrupt file?)")
-        lin = QuantLinear(codes, *_compact_scales(scales, mins), None, n_out, bias)
+        if all(i.type_id in _HALF_SCALE_TYPES for i in infos):  # the kernels warm() loaded by type
+            lin = QuantLinear(codes, scales.astype(np.float16).view(np.uint16),
+                              mins.astype(np.float16).view(np.uint16), None, n_out, bias)
+        else:
+            lin = QuantLinear(codes, scales, mins, None, n_out, bias)
         offsets = {_NIBBLE_OFFSET.get(i.type_id, -1) for i in infos}
         if len(offsets) == 1 and min(offsets) >= 0 and g % 2 == 0:
             lin.pack4(offsets.pop())
@@ -359,16 +363,6 @@ class WeightLoader:
         head = Linear(self.tensor(name).T, None)
         self._release([name])
         return head
-
-
-def _compact_scales(scales: F32, mins: F32) -> tuple[kernels.SC, kernels.SC]:
-    """Scales and mins as float16 bits (uint16) when every one is exactly a float16, as the
-    legacy formats' (Q4_0 .. Q8_0) are: fewer bytes per token; else float32 unchanged."""
-    s16 = scales.astype(np.float16)
-    m16 = mins.astype(np.float16)
-    if not (np.array_equal(s16.astype(np.float32), scales) and np.array_equal(m16.astype(np.float32), mins)):
-        return scales, mins
-    return s16.view(np.uint16), m16.view(np.uint16)
 
 
 def _scatter_rows(codes: npt.NDArray[np.int8], scales: F32, mins: F32 | None, start: int,
