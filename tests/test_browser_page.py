@@ -195,6 +195,26 @@ def test_table_code_math_and_lists_render(tab):
     assert any("/static/vendor/fonts/KaTeX_" in u for u in tab.requests)
 
 
+def test_a_message_sent_while_the_page_loads_stays_on_screen(ctx, live):
+    # The conversation list arrives after the reader sent: it must not clear their chat.
+    pg = ctx.new_page()
+    held = []
+    pg.route("**/api/conversations", lambda r: held.append(r) if not held else r.continue_())
+    pg.goto(live.url + "/")
+    pg.wait_for_selector("#model option", state="attached")
+    while not held:
+        pg.wait_for_timeout(20)
+    pg.fill("#input", "!echo typed before the list came")
+    pg.keyboard.press("Enter")
+    wait(pg, "!state.generating && !document.querySelector('.msg.streaming') && !document.querySelector('.msg.pending')")
+    with pg.expect_response("**/api/conversations"):
+        held[0].continue_()
+    pg.evaluate("new Promise((r) => setTimeout(r, 100))")
+    assert pg.eval_on_selector_all(".msg", "els => els.map(e => e.className)") == ["msg user", "msg assistant"]
+    assert pg.inner_text(".msg.assistant .body") == "typed before the list came"
+    assert pg.query_selector("#empty") is None
+
+
 def test_hostile_suite_renders_inert(tab, live):
     pg = tab.page
     answer = "\n\n".join(f"Case {i}:\n\n{case}" for i, case in enumerate(HOSTILE))

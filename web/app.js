@@ -781,6 +781,8 @@ function init() {
   loadModels().then(() => {
     const last = localStorage.getItem("conversation");
     loadConversations().then(() => {
+      // A reader quick enough to send (or open a chat) before this list arrived keeps that chat.
+      if (state.generating || state.conversationId) return;
       if (last && state.conversations.some((c) => c.id === last)) openConversation(last);
       else showEmpty();
     });
