@@ -38,4 +38,4 @@ def kernels_line(k: dict[str, Any]) -> str:
         return f"numpy fallback ({k.get('reason')})"
     return (f"numba {k['numba']} ({k['cpu']}, {'/'.join(k['simd']) or 'no SIMD'}, "
             f"{k['threads']} threads, threading layer {k['threading_layer']}; "
-            f"prompt products {k.get('prompt_products', '?')})")
+            f"products {k.get('products', '?')})")

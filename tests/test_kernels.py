@@ -15,7 +15,7 @@ from gguf import GGMLQuantizationType as Q
 from assistant.core import kernels
 from assistant.core.gguf import GGML_TYPES, open_gguf
 from assistant.core.quants import dequantize
-from assistant.core.weights import QUANT_KERNEL_ROWS, Linear, QuantLinear, WeightLoader
+from assistant.core.weights import Linear, QuantLinear, WeightLoader
 from conftest import NEUTRAL_CWD
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16"]
@@ -65,9 +65,9 @@ def dense(name: str, raw: np.ndarray, cols: int) -> np.ndarray:
 
 
 def as_multiplied(lin: QuantLinear, x: np.ndarray) -> np.ndarray:
-    """x as the product sees it, in float64: prompt rows on the integer kernel are rounded to
-    int8 per group first (llama.cpp's Q8_0), every other product takes x as it is."""
-    if x.shape[0] <= QUANT_KERNEL_ROWS or not kernels.INT8_PROMPT or lin.half is not None:
+    """x as the product sees it, in float64: on the integer kernels rows are rounded to int8
+    per group first (llama.cpp's Q8_0); float16 weights and the float kernels take x as it is."""
+    if not kernels.INT8_ACTIVATIONS or lin.half is not None:
         return x.astype(np.float64)
     tiles = lin.nibs if lin.nibs is not None else lin.codes
     g = x.shape[1] // tiles.shape[1]
@@ -119,7 +119,7 @@ def test_fused_mixed_types_permuted_with_bias(tmp_path, path):
     mats = [dense("Q4_K", raws["q"], cols)[perm_q], dense("Q5_0", raws["k"], cols)[perm_k], dense("Q6_K", raws["v"], cols)]
     b = np.concatenate([bias["q.bias"][perm_q], bias["k.bias"][perm_k], bias["v.bias"]])
     x = np.random.default_rng(4).standard_normal((3, cols)).astype(np.float32)
-    ref = x.astype(np.float64) @ np.concatenate(mats).T + b
+    ref = as_multiplied(lin, x) @ np.concatenate(mats).T + b
     assert np.abs(lin(x) - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
@@ -193,7 +193,7 @@ def test_numpy_fallback_runs_a_model_and_says_so_once(tmp_path):
             "print(kernels.status()['kernels'])\n")
     outs = []
     for pythonpath in (str(broken.parent), ""):
-        env = dict(os.environ, PYTHONPATH=pythonpath)
+        env = dict(os.environ, PYTHONPATH=pythonpath, ASSISTANT_INT8="0")  # float32 activations in both
         env.pop("ASSISTANT_NO_NUMBA", None)
         out = tmp_path / f"l{len(outs)}.npy"
         r = subprocess.run([sys.executable, "-c", code, model, str(out)], env=env, cwd=NEUTRAL_CWD,
@@ -360,13 +360,15 @@ def test_integer_product_portable_form(tmp_path):
             "for codes, g in ((rng.integers(0, 256, (2, 4, 16, 64), dtype=np.uint8), 32),\n"
             "                 (rng.integers(-128, 128, (2, 8, 16, 64), dtype=np.int8), 16)):\n"
             "    sc = rng.uniform(0.001, 0.01, (2, codes.shape[1], 64)).astype(np.float32)\n"
-            "    x = rng.standard_normal((9, 128)).astype(np.float32)\n"
+            "    x = rng.standard_normal((20, 128)).astype(np.float32)\n"
             "    for mins in (sc, np.zeros((0, 0, 0), np.float32)):\n"
-            "        y = np.empty((9, 128), np.float32)\n"
-            "        kernels.qgemm_int8(x, codes, 8.0, sc, mins, y)\n"
-            "        ys.append(y)\n"
+            "        for t in (9, 20):  # decoding rows, prompt tiles\n"
+            "            y = np.empty((t, 128), np.float32)\n"
+            "            kernels.qgemm_int8(x[:t], codes, 8.0, sc, mins, y)\n"
+            "            ys.append(y[:9])\n"
             "np.save(sys.argv[1], np.stack(ys))\n"
-            "print(kernels.HAVE_VNNI, sorted({str(s[-1]) for s in kernels._qgemm_nb.signatures}))\n")
+            "sigs = kernels._qgemm_nb.signatures + kernels._qrows_nb.signatures\n"
+            "print(kernels.HAVE_VNNI, sorted({str(s[-1]) for s in sigs}))\n")
     outs = []
     for no_vnni in ("1", ""):
         env = dict(os.environ, ASSISTANT_NO_VNNI=no_vnni, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
@@ -395,14 +397,30 @@ def test_prompt_rows_take_the_integer_kernel(tmp_path, monkeypatch, qtype):
     calls = []
     real = kernels.qgemm_int8
     monkeypatch.setattr(kernels, "qgemm_int8", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(kernels, "INT8_PROMPT", False)
+    monkeypatch.setattr(kernels, "INT8_ACTIVATIONS", False)
     floats = Model(path, memory="lean", n_ctx=64).logits(ids)
     assert not calls
-    monkeypatch.setattr(kernels, "INT8_PROMPT", True)
+    monkeypatch.setattr(kernels, "INT8_ACTIVATIONS", True)
     ints = Model(path, memory="lean", n_ctx=64).logits(ids)
     assert calls
     assert np.abs(ints - floats).max() <= 0.02 * np.abs(floats).max()
     assert (ints.argmax(-1) == floats.argmax(-1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q6_K"])
+def test_a_rows_product_does_not_depend_on_the_rows_beside_it(tmp_path, name):
+    """Drafts verified together must give the numbers one-at-a-time decoding gives (prompt
+    lookup may not change an answer): every row of a 1..16-row product equals that row alone.
+    On the integer kernels it also equals the row inside a prompt chunk (tiles, 17+ rows)."""
+    cols = 512
+    raw = random_matrix(name, 200, cols, seed=3)
+    lin = WeightLoader(open_gguf(write_gguf(tmp_path / "m.gguf", {"w": (name, raw, cols)})), "lean").linear(["w"])
+    x = np.random.default_rng(5).standard_normal((24, cols)).astype(np.float32)
+    alone = np.concatenate([lin(x[i:i + 1]) for i in range(24)])
+    for t in (2, 3, 4, 5, 9, 16):
+        np.testing.assert_array_equal(lin(x[:t]), alone[:t])
+    if kernels.INT8_ACTIVATIONS:
+        np.testing.assert_array_equal(lin(x), alone)
 
 
 @pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="the vectorized exp is numba code")

@@ -402,9 +402,10 @@ def _compiles_vnni() -> bool:
 
 
 HAVE_VNNI: Final = _compiles_vnni()
-# Prompt rows take the integer kernel where the CPU multiplies bytes natively; elsewhere
-# float32 bands and BLAS are faster. ASSISTANT_INT8_PROMPT=1/0 forces it on or off.
-INT8_PROMPT = os.environ.get("ASSISTANT_INT8_PROMPT", "1" if HAVE_VNNI else "0") in ("1", "true", "yes")
+# Every product rounds its activations to int8 and runs the integer kernels where the CPU
+# multiplies bytes natively; elsewhere the float32 kernels (few rows) and float32 bands with
+# BLAS (prompt rows) are faster. ASSISTANT_INT8=1/0 forces it on or off.
+INT8_ACTIVATIONS = os.environ.get("ASSISTANT_INT8", "1" if HAVE_VNNI else "0") in ("1", "true", "yes")
 
 
 def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int, col: int, nb: int,
@@ -413,28 +414,25 @@ def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int
     raise NotImplementedError  # only the compiled intrinsic runs
 
 
-class _TileIR:
-    """Emits one tile's LLVM IR (see :func:`_qtile_ir`): pointers from the arrays, then a loop
-    over the chunk's groups, each a loop over its quads of inputs."""
+class _IR:
+    """What the integer kernels' IR emitters share: types, pointers, splats and the 4-byte dot."""
 
-    def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any) -> None:
+    def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any,
+                 native: int) -> None:
         self.ir, self.cg, self.b = ir, cgutils, b
-        self.i32, self.i64, self.f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        self.context, self.signature, self.args = context, signature, args
+        self.i8, self.i32, self.i64, self.f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
         self.vi, self.vf = ir.VectorType(self.i32, 16), ir.VectorType(self.f32, 16)
-        self.native = signature.args[13].signed is False  # uint8 marker: vpdpbusd, int8: portable IR
+        self.native = signature.args[native].signed is False  # uint8 marker: vpdpbusd, int8: portable IR
 
-        def ptr(i: int, ty: Any) -> Any:
-            return b.bitcast(context.make_array(signature.args[i])(context, b, args[i]).data, ty.as_pointer())
+    def ptr(self, i: int, ty: Any) -> Any:
+        """Argument ``i``'s (an array's) data as a pointer to ``ty``."""
+        arr = self.context.make_array(self.signature.args[i])(self.context, self.b, self.args[i])
+        return self.b.bitcast(arr.data, ty.as_pointer())
 
-        self.wp, self.xp = ptr(0, self.i32), ptr(1, self.i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
-        self.dxp, self.xsp = ptr(2, self.f32), ptr(3, self.f32)  # (T, nb): scale, scale * sum of codes
-        self.slp, self.mlp, self.yp = ptr(4, self.f32), ptr(5, self.f32), ptr(6, self.f32)  # (nb, 64) x2; (T, ldy)
-        t0, self.col, self.nb, self.qpg, self.ldx, self.ldy = (
-            b.sext(a, self.i64) if a.type.width < 64 else a for a in args[7:13])
-        self.rows = [b.add(t0, self.c64(t)) for t in range(QT)]
-        zero_f = ir.Constant(self.vf, [0.0] * 16)
-        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(QV)] for _ in range(QT)]
-        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(QV)] for _ in range(QT)]
+    def i64s(self, lo: int, hi: int) -> list[Any]:
+        """Integer arguments ``lo .. hi-1`` as i64."""
+        return [self.b.sext(a, self.i64) if a.type.width < 64 else a for a in self.args[lo:hi]]
 
     def c64(self, v: int) -> Any:
         return self.ir.Constant(self.i64, v)
@@ -458,6 +456,22 @@ class _TileIR:
         for k in range(4):
             acc = b.add(acc, b.shuffle_vector(p, p, ir.Constant(vi, [4 * i + k for i in range(16)])))
         return acc
+
+
+class _TileIR(_IR):
+    """Emits one prompt tile's LLVM IR (see :func:`_qtile_ir`): pointers from the arrays, then
+    a loop over the chunk's groups, each a loop over its quads of inputs."""
+
+    def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any) -> None:
+        super().__init__(ir, cgutils, context, b, signature, args, 13)
+        self.wp, self.xp = self.ptr(0, self.i32), self.ptr(1, self.i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
+        self.dxp, self.xsp = self.ptr(2, self.f32), self.ptr(3, self.f32)  # (T, nb): scale, scale * sum of codes
+        self.slp, self.mlp, self.yp = self.ptr(4, self.f32), self.ptr(5, self.f32), self.ptr(6, self.f32)  # (nb, 64) x2; (T, ldy)
+        t0, self.col, self.nb, self.qpg, self.ldx, self.ldy = self.i64s(7, 13)
+        self.rows = [b.add(t0, self.c64(t)) for t in range(QT)]
+        zero_f = ir.Constant(self.vf, [0.0] * 16)
+        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(QV)] for _ in range(QT)]
+        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(QV)] for _ in range(QT)]
 
     def emit(self) -> None:
         b = self.b
@@ -501,6 +515,106 @@ class _TileIR:
                 b.store(b.fadd(acc, b.fmul(mns[v], s)), self.facc[t][v])
 
 
+class _RowsIR(_IR):
+    """Emits the IR of ``rt`` decoding rows x ``16 * qv`` outputs of one chunk straight from the
+    stored tiles (see :func:`_qrows_ir`): each group's codes four inputs at a time, turned into
+    vpdpbusd's layout (four inputs of one output per word) in registers. Per group the same
+    float steps as a prompt tile, so a row's result does not depend on how rows are batched."""
+
+    def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any,
+                 rt: int, qv: int) -> None:
+        from numba.core import types
+
+        super().__init__(ir, cgutils, context, b, signature, args, 15)
+        self.rt, self.qv = rt, qv
+        self.four = signature.args[0].dtype == types.uint8  # 4-bit codes, else int8
+        self.half = signature.args[4].dtype == types.uint16  # float16 scale bits, else float32
+        self.cp = self.ptr(0, self.i8)  # codes (C, nb, R, 64): R = g/2 bytes of two codes, or g codes
+        self.xp = self.ptr(1, self.i32)  # activations (T, ldx) words of 4 int8
+        self.dxp, self.xsp = self.ptr(2, self.f32), self.ptr(3, self.f32)  # (T, nb)
+        sty = ir.IntType(16) if self.half else self.f32
+        self.scp, self.mnp, self.yp = self.ptr(4, sty), self.ptr(5, sty), self.ptr(6, self.f32)  # (C, nb, 64) x2; (T, ldy)
+        t0, self.c, self.col, self.nb, self.ldx, self.ldy, self.mflag = self.i64s(7, 14)
+        self.off = args[14]
+        codes = context.make_array(signature.args[0])(context, b, args[0])
+        self.r = cgutils.unpack_tuple(b, codes.shape, 4)[2]
+        self.rows = [b.add(t0, self.c64(t)) for t in range(rt)]
+        zero_f = ir.Constant(self.vf, [0.0] * 16)
+        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(qv)] for _ in range(rt)]
+        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(qv)] for _ in range(rt)]
+
+    def emit(self) -> None:
+        b, ir = self.b, self.ir
+        cb0 = b.mul(self.c, self.nb)
+        with self.cg.for_range(b, self.nb) as group:
+            g = group.index
+            cb = b.add(cb0, g)
+            for row in self.iacc:
+                for acc in row:
+                    b.store(ir.Constant(self.vi, [0] * 16), acc)
+            with self.cg.for_range(b, b.udiv(self.r, self.c64(4))) as quad:
+                q = quad.index
+                ws = self.words(b.add(b.mul(b.add(b.mul(cb, self.r), b.mul(q, self.c64(4))), self.c64(W)), self.col))
+                if self.four:  # low nibbles: inputs 4q.., high: g/2 + 4q..; x has g/4 words per group
+                    m = ir.Constant(self.vi, [0x0F0F0F0F] * 16)
+                    x_lo = b.add(b.mul(g, b.udiv(self.r, self.c64(2))), q)
+                    self.dots([b.and_(w, m) for w in ws], x_lo)
+                    four = ir.Constant(self.vi, [4] * 16)
+                    self.dots([b.and_(b.lshr(w, four), m) for w in ws], b.add(x_lo, b.udiv(self.r, self.c64(4))))
+                else:  # int8 codes + 128 as unsigned bytes (the offset 128 is folded in the scaling)
+                    flip = ir.Constant(self.vi, [-0x7F7F7F80] * 16)
+                    self.dots([b.xor(w, flip) for w in ws], b.add(b.mul(g, b.udiv(self.r, self.c64(4))), q))
+            self.scale(g, cb)
+        for t in range(self.rt):
+            base = b.add(b.add(b.mul(self.rows[t], self.ldy), b.mul(self.c, self.c64(W))), self.col)
+            for v in range(self.qv):
+                b.store(b.load(self.facc[t][v]), self.at(self.yp, b.add(base, self.c64(16 * v)), self.vf), align=4)
+
+    def words(self, base: Any) -> list[Any]:
+        """Four rows of ``16 * qv`` code bytes at ``base`` (one input each) as ``qv`` vectors of
+        words holding the four inputs of one output."""
+        ir, b, n = self.ir, self.b, 16 * self.qv
+        rows = [b.load(self.at(self.cp, b.add(base, self.c64(W * k)), ir.VectorType(self.i8, n)), align=1)
+                for k in range(4)]
+        pairs = ir.Constant(ir.VectorType(self.i32, 2 * n), [v for o in range(n) for v in (o, n + o)])
+        lo, hi = b.shuffle_vector(rows[0], rows[1], pairs), b.shuffle_vector(rows[2], rows[3], pairs)
+        quads = ir.Constant(ir.VectorType(self.i32, 4 * n),
+                            [v for o in range(n) for v in (2 * o, 2 * o + 1, 2 * n + 2 * o, 2 * n + 2 * o + 1)])
+        words = b.bitcast(b.shuffle_vector(lo, hi, quads), ir.VectorType(self.i32, n))
+        return [b.shuffle_vector(words, ir.Constant(words.type, None), ir.Constant(self.vi, list(range(16 * v, 16 * v + 16))))
+                for v in range(self.qv)]
+
+    def dots(self, ws: list[Any], xword: Any) -> None:
+        b = self.b
+        for t in range(self.rt):
+            xw = self.splat(b.load(b.gep(self.xp, [b.add(b.mul(self.rows[t], self.ldx), xword)])), self.vi)
+            for v in range(self.qv):
+                b.store(self.dp4(b.load(self.iacc[t][v]), ws[v], xw), self.iacc[t][v])
+
+    def scales(self, p: Any, off: Any) -> Any:
+        if self.half:
+            h = self.b.load(self.at(p, off, self.ir.VectorType(self.ir.IntType(16), 16)), align=2)
+            return self.b.fpext(self.b.bitcast(h, self.ir.VectorType(self.ir.HalfType(), 16)), self.vf)
+        return self.b.load(self.at(p, off, self.vf), align=4)
+
+    def scale(self, g: Any, cb: Any) -> None:
+        """As :meth:`_TileIR.scale`, with the scales read from the tiles: minimum - offset x scale."""
+        b = self.b
+        s0 = b.add(b.mul(cb, self.c64(W)), self.col)
+        m0 = b.add(b.mul(b.mul(cb, self.mflag), self.c64(W)), self.col)  # mflag 0: one row of zeros
+        off = self.splat(self.off, self.vf)
+        scs = [self.scales(self.scp, b.add(s0, self.c64(16 * v))) for v in range(self.qv)]
+        mls = [b.fsub(self.scales(self.mnp, b.add(m0, self.c64(16 * v))), b.fmul(off, scs[v])) for v in range(self.qv)]
+        for t in range(self.rt):
+            k = b.add(b.mul(self.rows[t], self.nb), g)
+            d = self.splat(b.load(b.gep(self.dxp, [k])), self.vf)
+            s = self.splat(b.load(b.gep(self.xsp, [k])), self.vf)
+            for v in range(self.qv):
+                dot = b.sitofp(b.load(self.iacc[t][v]), self.vf)
+                acc = b.fadd(b.load(self.facc[t][v]), b.fmul(dot, b.fmul(scs[v], d)))
+                b.store(b.fadd(acc, b.fmul(mls[v], s)), self.facc[t][v])
+
+
 def _qtile_ir() -> Any:
     # numba has no vector types, so the tile is written as LLVM IR: integer accumulators per
     # group, scaled into float accumulators; LLVM keeps all of them in registers. The last
@@ -520,6 +634,34 @@ def _qtile_ir() -> Any:
             return context.get_dummy_value()
         return sig, codegen
     return qtile
+
+
+def _qrows1(codes: Any, xw: Any, dx: Any, xs: Any, sc: Any, mn: Any, y: Any, t0: int, c: int, col: int,
+            nb: int, ldx: int, ldy: int, mflag: int, offset: np.float32, native: Any) -> None:
+    """One decoding row x a chunk's 64 outputs (see _RowsIR)."""
+    raise NotImplementedError  # only the compiled intrinsic runs
+
+
+_qrows4 = _qrows1  # four rows x 32 outputs; compiled below
+
+
+def _qrows_ir(rt: int, qv: int) -> Any:
+    # Rows kept in registers per call: 1 x 64 outputs, or 4 x 32 (8 integer and 8 float
+    # accumulators, as a prompt tile).
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def qrows(typingctx: Any, codes: Any, xw: Any, dx: Any, xs: Any, sc: Any, mn: Any, y: Any, t0: Any, c: Any,
+              col: Any, nb: Any, ldx: Any, ldy: Any, mflag: Any, offset: Any, native: Any) -> Any:
+        sig = types.void(codes, xw, dx, xs, sc, mn, y, t0, c, col, nb, ldx, ldy, mflag, offset, native)
+
+        def codegen(context: Any, b: Any, signature: Any, args: Any) -> Any:
+            _RowsIR(ir, cgutils, context, b, signature, args, rt, qv).emit()
+            return context.get_dummy_value()
+        return sig, codegen
+    return qrows
 
 
 def _repack_chunk(codes: Any, offset: np.float32, c: int, wq: U8) -> None:
@@ -557,25 +699,54 @@ def _qtile_overloads() -> None:
 
 if _numba is not None:
     _qtile = _qtile_ir()  # noqa: F811
+    _qrows1 = _qrows_ir(1, 4)  # noqa: F811
+    _qrows4 = _qrows_ir(4, 2)
     _qtile_overloads()
+
+
+@_jit(parallel=False)
+def _quantize_row(x: F32, t: int, g: int, xq: I8, dx: F32, xs: F32) -> None:
+    # row t of x (T, n_in) -> xq (T, n_in) int8, one scale per g inputs dx (T, nb), xs = dx * sum(xq)
+    for b in range(x.shape[1] // g):
+        amax = np.float32(0.0)
+        for j in range(g):
+            amax = max(amax, abs(x[t, b * g + j]))
+        inv = np.float32(127.0) / amax if amax > 0.0 else np.float32(0.0)
+        total = np.int32(0)
+        for j in range(g):
+            qv = np.int32(np.rint(x[t, b * g + j] * inv))
+            xq[t, b * g + j] = qv
+            total += qv
+        dx[t, b] = amax / np.float32(127.0)
+        xs[t, b] = dx[t, b] * np.float32(total)
 
 
 @_jit(parallel=True)
 def _quantize_rows_nb(x: F32, g: int, xq: I8, dx: F32, xs: F32) -> None:
-    # x (T, n_in) -> xq (T, n_in) int8, one scale per g inputs dx (T, nb), xs = dx * sum(xq)
     for t in prange(x.shape[0]):
-        for b in range(x.shape[1] // g):
-            amax = np.float32(0.0)
-            for j in range(g):
-                amax = max(amax, abs(x[t, b * g + j]))
-            inv = np.float32(127.0) / amax if amax > 0.0 else np.float32(0.0)
-            total = np.int32(0)
-            for j in range(g):
-                qv = np.int32(np.rint(x[t, b * g + j] * inv))
-                xq[t, b * g + j] = qv
-                total += qv
-            dx[t, b] = amax / np.float32(127.0)
-            xs[t, b] = dx[t, b] * np.float32(total)
+        _quantize_row(x, t, g, xq, dx, xs)
+
+
+@_jit(parallel=True)
+def _qrows_nb(x: F32, g: int, xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: SC, mins: SC,
+              mflag: int, y: F32, native: Any) -> None:
+    # Decoding rows: x (T, n_in) float32 rounded to xq/dx/xs here (one call, no second thread
+    # start), then every chunk's 64 outputs straight from the codes (C, nb, R, W); mins
+    # (C, nb, W), or (1, 1, W) zeros with mflag 0; y (T, C*W).
+    t_rows = x.shape[0]
+    for t in range(t_rows):
+        _quantize_row(x, t, g, xq, dx, xs)
+    nb = codes.shape[1]
+    ldx, ldy = xq.shape[1] // 4, y.shape[1]
+    xw = xq.view(np.int32).ravel()
+    dxf, xsf, yf = dx.ravel(), xs.ravel(), y.ravel()
+    t4 = t_rows - t_rows % QT
+    for c in prange(codes.shape[0]):
+        for t0 in range(0, t4, QT):
+            for h in range(0, W, 16 * QV):
+                _qrows4(codes, xw, dxf, xsf, scales, mins, yf, t0, c, h, nb, ldx, ldy, mflag, offset, native)
+        for t in range(t4, t_rows):
+            _qrows1(codes, xw, dxf, xsf, scales, mins, yf, t, c, 0, nb, ldx, ldy, mflag, offset, native)
 
 
 @_jit(parallel=True)
@@ -632,20 +803,44 @@ def quantize_rows(x: F32, g: int) -> tuple[I8, F32, F32]:
 
 # The marker argument that picks the tile's form (see _qtile_ir).
 _NATIVE: Final = np.uint8(1) if HAVE_VNNI else np.int8(0)
+# Up to this many rows (decoding, drafts being verified) run straight from the stored codes;
+# more are repacked per chunk for prompt tiles.
+FEW_ROWS: Final = 16
+_ZERO_MINS: dict[str, SC] = {}
+
+
+def _zero_mins(dtype: Any) -> SC:
+    """One group of zero minimums in the scales' type: what a product without minimums reads."""
+    key = np.dtype(dtype).str
+    if key not in _ZERO_MINS:
+        _ZERO_MINS[key] = np.zeros((1, 1, W), dtype=dtype)
+    return _ZERO_MINS[key]
 
 
 def qgemm_int8(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) -> None:
-    """``y = x @ W`` for many rows with x rounded to int8 per group (:func:`quantize_rows`):
-    int8 codes ``(C, nb, g, W)`` (offset ignored) or 4-bit ``(C, nb, g/2, W)`` with their offset.
-    y ``(T, C * W)`` float32, written in full."""
+    """``y = x @ W`` with x rounded to int8 per group (:func:`quantize_rows`): int8 codes
+    ``(C, nb, g, W)`` (offset ignored) or 4-bit ``(C, nb, g/2, W)`` with their offset. y
+    ``(T, C * W)`` float32, written in full. Up to FEW_ROWS rows run straight from the codes,
+    more in repacked tiles; a row's result is the same either way and whatever rows come with it."""
     t = x.shape[0]
     c, nb = codes.shape[0], codes.shape[1]
     g = codes.shape[2] * (2 if codes.dtype == np.uint8 else 1)
     if x.shape[1] != nb * g or g % 4 or y.shape != (t, c * W):
         raise ValueError(f"shapes do not fit: x {x.shape}, codes {codes.shape}, y {y.shape}")
+    off = np.float32(offset if codes.dtype == np.uint8 else 128.0)
+    if HAVE_NUMBA and t <= FEW_ROWS and y.flags.c_contiguous:
+        xq = np.empty((t, x.shape[1]), np.int8)
+        dx = np.empty((t, nb), np.float32)
+        xs = np.empty((t, nb), np.float32)
+        has_mins = mins.shape[0] > 0
+        mz = mins if has_mins else _zero_mins(scales.dtype)
+        _apply_threads()
+        with _parallel:
+            _qrows_nb(np.ascontiguousarray(x, dtype=np.float32), g, xq, dx, xs, codes, off, scales, mz,
+                      int(has_mins), y, _NATIVE)
+        return
     xq, dx, xs = quantize_rows(x, g)
     if HAVE_NUMBA:
-        off = np.float32(offset if codes.dtype == np.uint8 else 128.0)
         whole = t == xq.shape[0] and y.flags.c_contiguous
         yp = y if whole else np.empty((xq.shape[0], y.shape[1]), np.float32)
         _apply_threads()
@@ -952,10 +1147,11 @@ def status() -> dict[str, object]:
         cpu = "unknown"
     feats = _host_features()
     simd = [f for f in ("avx512f", "avx512vnni", "avx2", "fma", "neon", "sve") if "+" + f in feats]
-    prompt = ("int8, vpdpbusd" if HAVE_VNNI else "int8, portable") if INT8_PROMPT else "float32 bands, BLAS"
+    products = ("int8, vpdpbusd" if HAVE_VNNI else "int8, portable") if INT8_ACTIVATIONS \
+        else "float32 (decoding), float32 bands and BLAS (prompt)"
     return {"kernels": "numba", "numba": str(_numba.__version__), "threading_layer": layer,
             "threads": _threads or int(_numba.get_num_threads()), "cpu": cpu, "simd": simd,
-            "prompt_products": prompt, "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "")}
+            "products": products, "cache_dir": os.environ.get("NUMBA_CACHE_DIR", "")}
 
 
 # madvise(2) advice: reclaim these pages now (Linux 5.4+); contents are kept (reread or swapped in).
@@ -992,6 +1188,8 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
     codes = np.ones((1, 1, 32, W), dtype=np.int8)
     nibs = np.zeros((1, 1, 16, W), dtype=np.uint8)
     y = np.empty((1, W), dtype=np.float32)
+    xs = np.ones((FEW_ROWS + 1, 32), dtype=np.float32)
+    ys = np.empty((FEW_ROWS + 1, W), dtype=np.float32)
     out = np.empty((32, W), dtype=np.float32)
     ones = np.ones((1, 1, W), dtype=np.float32)
     kinds = ([ones.astype(np.float16).view(np.uint16)] if half_scales else []) + ([ones] if float_scales else [])
@@ -1000,9 +1198,10 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
         for mn in (no_mins, sc):
             qmatmul(x, codes, 0.0, sc, mn, y)
             qmatmul(x, nibs, 8.0, sc, mn, y)
-            if INT8_PROMPT:  # prompt rows
-                qgemm_int8(x, codes, 0.0, sc, mn, y)
-                qgemm_int8(x, nibs, 8.0, sc, mn, y)
+            if INT8_ACTIVATIONS:  # decoding rows, then prompt rows
+                for rows in (x, xs):
+                    qgemm_int8(rows, codes, 0.0, sc, mn, y[:len(rows)] if len(rows) == 1 else ys)
+                    qgemm_int8(rows, nibs, 8.0, sc, mn, y[:len(rows)] if len(rows) == 1 else ys)
             else:
                 q4dequant(nibs, 8.0, sc, mn, 0, out)
                 qdequant(codes, sc, mn, 0, out)

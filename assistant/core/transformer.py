@@ -405,7 +405,7 @@ def attend(q: F32, k: F32, v: F32, caches: list[KVCache], layer: int, pos: int, 
             # Decoding rows (drafts being verified too) stay on numba's threads: BLAS's
             # would spin against them.
             return kernels.attend_rows(q, caches[0].k[layer], caches[0].v[layer], pos, window, scale, softcap)
-        if caches[0].kernel_attention and kernels.INT8_PROMPT:
+        if caches[0].kernel_attention and kernels.INT8_ACTIVATIONS:
             return _attend_on_threads(q, keys, values, pos, scale, window, softcap)
         return attention(q, keys, values, pos, scale, window, softcap)
     outs: list[F32] = []

@@ -29,9 +29,9 @@ from .quants import code_group, dequantize, dequantize_transposed, split_codes
 F32 = npt.NDArray[np.float32]
 
 MEMORY_MODES: Final = ("speed", "lean")
-# Up to this many rows a product runs the quantized kernel on float32 activations; more rows
-# (prompt chunks) run the integer kernel on int8 ones (kernels.INT8_PROMPT), else expand bands
-# of the weights to float32 for BLAS.
+# Where the integer kernels are off (kernels.INT8_ACTIVATIONS), up to this many rows a product
+# runs the quantized kernel on float32 activations; more rows (prompt chunks) expand bands of
+# the weights to float32 for BLAS.
 QUANT_KERNEL_ROWS: Final = 16
 # Raw bytes split into codes at a time while repacking (bounds the temporaries).
 _REPACK_BAND_BYTES: Final = 1 << 22
@@ -73,9 +73,10 @@ class QuantLinear(Linear):
     Either int8 ``codes`` ``(C, nb, g, 64)`` with per-group ``scales``/``mins`` ``(C, nb, 64)``
     (every linear block type: ``code * scale + min`` is exactly the dequantized weight), or
     float16 ``half`` ``(C, n_in, 64)``. Output rows are padded to a multiple of 64 with zeros.
-    Few rows (decoding) run the quantized kernel; many rows (prompt chunks) run the integer
-    kernel where it is on (:data:`kernels.INT8_PROMPT`), else (and for float16) expand bands
-    of chunks to float32 and multiply with BLAS.
+    Every product runs the integer kernels on int8 activations where they are on
+    (:data:`kernels.INT8_ACTIVATIONS`); else few rows (decoding) run the quantized kernel on
+    float32 ones, and many rows (prompt chunks; float16 always) expand bands of chunks to
+    float32 and multiply with BLAS.
     """
 
     def __init__(self, codes: npt.NDArray[np.int8] | None, scales: kernels.SC, mins: kernels.SC,
@@ -108,10 +109,10 @@ class QuantLinear(Linear):
                 kernels.hmatmul(x, half, y)
             else:
                 kernels.banded(x, self.n_chunks, lambda c0, part: kernels.hdequant(half, c0, part), y)
+        elif kernels.INT8_ACTIVATIONS:
+            kernels.qgemm_int8(x, codes, self.offset, self.scales, self.mins, y)
         elif t <= QUANT_KERNEL_ROWS:
             kernels.qmatmul(x, codes, self.offset, self.scales, self.mins, y)
-        elif kernels.INT8_PROMPT:
-            kernels.qgemm_int8(x, codes, self.offset, self.scales, self.mins, y)
         else:
             kernels.banded(x, self.n_chunks, kernels.expand_tiles(codes, self.offset, self.scales, self.mins), y)
         if padded != self.n_out:
