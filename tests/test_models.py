@@ -140,7 +140,7 @@ def test_real_model_matches_float64_reference(model, monkeypatch):
     assert np.abs(m.logits(ids) - ref).max() < 0.05
     monkeypatch.setattr(kernels, "INT8_ACTIVATIONS", True)
     ints = m.logits(ids)
-    assert np.abs(ints - ref).max() < 0.1 * np.abs(ref).max()
+    assert np.abs(ints - ref).max() < 0.06 * np.abs(ref).max()
     assert np.array_equal(ints.argmax(-1), ref.argmax(-1))
 
 
@@ -187,8 +187,8 @@ def test_lean_k_quants_are_exact_and_small(model, monkeypatch):
     assert np.array_equal(np.argmax(got, axis=-1), np.argmax(want, axis=-1))
     monkeypatch.setattr(kernels, "INT8_ACTIVATIONS", True)
     ints = lean.logits(ids)
-    assert np.abs(ints - want).max() < 0.1 * np.abs(want).max()
-    assert (np.argmax(ints, axis=-1) == np.argmax(want, axis=-1)).mean() >= 0.75
+    assert np.abs(ints - want).max() < 0.06 * np.abs(want).max()
+    assert (np.argmax(ints, axis=-1) == np.argmax(want, axis=-1)).mean() >= 0.85
     for b in lean.net._blocks:
         assert len(b.linears()) == 4  # q/k/v, output, gate/up, down
         for lin in b.linears():

@@ -409,7 +409,7 @@ INT8_ACTIVATIONS = os.environ.get("ASSISTANT_INT8", "1" if HAVE_VNNI else "0") i
 
 
 def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int, col: int, nb: int,
-           qpg: int, ldx: int, ldy: int, native: Any) -> None:
+           qpg: int, ldx: int, ldy: int, offset: np.float32, native: Any) -> None:
     """One tile: y[t0 .. t0+QT, col .. col+16*QV] from a chunk's repacked codes (see _qtile_ir)."""
     raise NotImplementedError  # only the compiled intrinsic runs
 
@@ -458,16 +458,40 @@ class _IR:
         return acc
 
 
+    def fma(self, a: Any, b: Any, c: Any) -> Any:
+        fn = self.cg.get_or_insert_function(self.b.module, self.ir.FunctionType(self.vf, [self.vf] * 3),
+                                            "llvm.fma.v16f32")
+        return self.b.call(fn, [a, b, c])
+
+    def fold(self, g: Any, scs: list[Any], mns: list[Any], offset: Any) -> None:
+        """Group ``g``'s int32 sums into the float sums: dot x weight scale x row scale, plus
+        (minimum - offset x weight scale) x row scale x code sum. Fused steps written out, so
+        every emitter rounds alike whatever LLVM would contract (a row's result may not depend
+        on which kernel computed it)."""
+        b = self.b
+        neg = self.splat(b.fneg(offset), self.vf)
+        mls = [self.fma(neg, sc, mn) for sc, mn in zip(scs, mns)]
+        for t, row in enumerate(self.rows):
+            k = b.add(b.mul(row, self.nb), g)
+            d = self.splat(b.load(b.gep(self.dxp, [k])), self.vf)
+            s = self.splat(b.load(b.gep(self.xsp, [k])), self.vf)
+            for v in range(len(scs)):
+                dot = b.sitofp(b.load(self.iacc[t][v]), self.vf)
+                acc = self.fma(dot, b.fmul(scs[v], d, flags=("nsz",)), b.load(self.facc[t][v]))
+                b.store(self.fma(mls[v], s, acc), self.facc[t][v])
+
+
 class _TileIR(_IR):
     """Emits one prompt tile's LLVM IR (see :func:`_qtile_ir`): pointers from the arrays, then
     a loop over the chunk's groups, each a loop over its quads of inputs."""
 
     def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any) -> None:
-        super().__init__(ir, cgutils, context, b, signature, args, 13)
+        super().__init__(ir, cgutils, context, b, signature, args, 14)
         self.wp, self.xp = self.ptr(0, self.i32), self.ptr(1, self.i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
         self.dxp, self.xsp = self.ptr(2, self.f32), self.ptr(3, self.f32)  # (T, nb): scale, scale * sum of codes
         self.slp, self.mlp, self.yp = self.ptr(4, self.f32), self.ptr(5, self.f32), self.ptr(6, self.f32)  # (nb, 64) x2; (T, ldy)
         t0, self.col, self.nb, self.qpg, self.ldx, self.ldy = self.i64s(7, 13)
+        self.offset = args[13]
         self.rows = [b.add(t0, self.c64(t)) for t in range(QT)]
         zero_f = ir.Constant(self.vf, [0.0] * 16)
         self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(QV)] for _ in range(QT)]
@@ -499,20 +523,12 @@ class _TileIR(_IR):
                 b.store(self.dp4(b.load(self.iacc[t][v]), ws[v], xw), self.iacc[t][v])
 
     def scale(self, g: Any) -> None:
-        """Group ``g``'s int32 sums into the float sums: weight scale x row scale, plus the
-        minimum (offset folded in) x row scale x code sum."""
+        """Group ``g``'s scaling (:meth:`_IR.fold`), scales and minimums from the chunk's scratch."""
         b = self.b
         s0 = b.mul(g, self.c64(64))
         scs = [b.load(self.at(self.slp, b.add(s0, self.c64(16 * v)), self.vf), align=4) for v in range(QV)]
         mns = [b.load(self.at(self.mlp, b.add(s0, self.c64(16 * v)), self.vf), align=4) for v in range(QV)]
-        for t in range(QT):
-            k = b.add(b.mul(self.rows[t], self.nb), g)
-            d = self.splat(b.load(b.gep(self.dxp, [k])), self.vf)
-            s = self.splat(b.load(b.gep(self.xsp, [k])), self.vf)
-            for v in range(QV):
-                dot = b.sitofp(b.load(self.iacc[t][v]), self.vf)
-                acc = b.fadd(b.load(self.facc[t][v]), b.fmul(dot, b.fmul(scs[v], d)))
-                b.store(b.fadd(acc, b.fmul(mns[v], s)), self.facc[t][v])
+        self.fold(g, scs, mns, self.offset)
 
 
 class _RowsIR(_IR):
@@ -535,7 +551,7 @@ class _RowsIR(_IR):
         sty = ir.IntType(16) if self.half else self.f32
         self.scp, self.mnp, self.yp = self.ptr(4, sty), self.ptr(5, sty), self.ptr(6, self.f32)  # (C, nb, 64) x2; (T, ldy)
         t0, self.c, self.col, self.nb, self.ldx, self.ldy, self.mflag = self.i64s(7, 14)
-        self.off = args[14]
+        self.offset = args[14]
         codes = context.make_array(signature.args[0])(context, b, args[0])
         self.r = cgutils.unpack_tuple(b, codes.shape, 4)[2]
         self.rows = [b.add(t0, self.c64(t)) for t in range(rt)]
@@ -598,21 +614,13 @@ class _RowsIR(_IR):
         return self.b.load(self.at(p, off, self.vf), align=4)
 
     def scale(self, g: Any, cb: Any) -> None:
-        """As :meth:`_TileIR.scale`, with the scales read from the tiles: minimum - offset x scale."""
+        """Group ``g``'s scaling (:meth:`_IR.fold`), scales and minimums read from the tiles."""
         b = self.b
         s0 = b.add(b.mul(cb, self.c64(W)), self.col)
         m0 = b.add(b.mul(b.mul(cb, self.mflag), self.c64(W)), self.col)  # mflag 0: one row of zeros
-        off = self.splat(self.off, self.vf)
         scs = [self.scales(self.scp, b.add(s0, self.c64(16 * v))) for v in range(self.qv)]
-        mls = [b.fsub(self.scales(self.mnp, b.add(m0, self.c64(16 * v))), b.fmul(off, scs[v])) for v in range(self.qv)]
-        for t in range(self.rt):
-            k = b.add(b.mul(self.rows[t], self.nb), g)
-            d = self.splat(b.load(b.gep(self.dxp, [k])), self.vf)
-            s = self.splat(b.load(b.gep(self.xsp, [k])), self.vf)
-            for v in range(self.qv):
-                dot = b.sitofp(b.load(self.iacc[t][v]), self.vf)
-                acc = b.fadd(b.load(self.facc[t][v]), b.fmul(dot, b.fmul(scs[v], d)))
-                b.store(b.fadd(acc, b.fmul(mls[v], s)), self.facc[t][v])
+        mns = [self.scales(self.mnp, b.add(m0, self.c64(16 * v))) for v in range(self.qv)]
+        self.fold(g, scs, mns, self.offset)
 
 
 def _qtile_ir() -> Any:
@@ -626,8 +634,8 @@ def _qtile_ir() -> Any:
 
     @intrinsic
     def qtile(typingctx: Any, wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: Any, col: Any,
-              nb: Any, qpg: Any, ldx: Any, ldy: Any, native: Any) -> Any:
-        sig = types.void(wq, xq, dx, xs, sl, ml, y, t0, col, nb, qpg, ldx, ldy, native)
+              nb: Any, qpg: Any, ldx: Any, ldy: Any, offset: Any, native: Any) -> Any:
+        sig = types.void(wq, xq, dx, xs, sl, ml, y, t0, col, nb, qpg, ldx, ldy, offset, native)
 
         def codegen(context: Any, b: Any, signature: Any, args: Any) -> Any:
             _TileIR(ir, cgutils, context, b, signature, args).emit()
@@ -699,8 +707,8 @@ def _qtile_overloads() -> None:
 
 if _numba is not None:
     _qtile = _qtile_ir()  # noqa: F811
-    _qrows1 = _qrows_ir(1, 4)  # noqa: F811
-    _qrows4 = _qrows_ir(4, 2)
+    _qrows1 = _qrows_ir(1, W // 16)  # noqa: F811
+    _qrows4 = _qrows_ir(QT, QV)
     _qtile_overloads()
 
 
@@ -768,14 +776,14 @@ def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: 
             for o in range(W):
                 s = _scale_f32(scales[c, b, o])
                 sl[b, o] = s
-                ml[b, o] = (_scale_f32(mins[c, b, o]) if has_mins else np.float32(0.0)) - offset * s
+                ml[b, o] = _scale_f32(mins[c, b, o]) if has_mins else np.float32(0.0)
         for h in range(0, W, 16 * QV):  # one half of the chunk's outputs for every tile of rows
             wf = wq.view(np.int32).ravel()[h:]
             slf = sl.ravel()[h:]
             mlf = ml.ravel()[h:]
             for t0 in range(0, xq.shape[0], QT):
                 _qtile(wf, xw, dxf, xsf, slf, mlf, yf, t0, c * W + h, nb, g // 4, xq.shape[1] // 4, y.shape[1],
-                       native)
+                       offset, native)
 
 
 def quantize_rows(x: F32, g: int) -> tuple[I8, F32, F32]:
@@ -825,10 +833,11 @@ def qgemm_int8(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) 
     t = x.shape[0]
     c, nb = codes.shape[0], codes.shape[1]
     g = codes.shape[2] * (2 if codes.dtype == np.uint8 else 1)
-    if x.shape[1] != nb * g or g % 4 or y.shape != (t, c * W):
+    if x.shape[1] != nb * g or codes.shape[2] % 4 or y.shape != (t, c * W):
         raise ValueError(f"shapes do not fit: x {x.shape}, codes {codes.shape}, y {y.shape}")
     off = np.float32(offset if codes.dtype == np.uint8 else 128.0)
-    if HAVE_NUMBA and t <= FEW_ROWS and y.flags.c_contiguous:
+    # The rows kernel addresses the arrays' memory itself: C order only (the tiles always are).
+    if HAVE_NUMBA and t <= FEW_ROWS and all(a.flags.c_contiguous for a in (y, codes, scales, mins)):
         xq = np.empty((t, x.shape[1]), np.int8)
         dx = np.empty((t, nb), np.float32)
         xs = np.empty((t, nb), np.float32)
@@ -1196,16 +1205,16 @@ def warm(half_scales: bool = True, float_scales: bool = True) -> None:
     for sc in kinds:
         no_mins = np.zeros((0, 0, 0), dtype=sc.dtype)
         for mn in (no_mins, sc):
-            qmatmul(x, codes, 0.0, sc, mn, y)
-            qmatmul(x, nibs, 8.0, sc, mn, y)
             if INT8_ACTIVATIONS:  # decoding rows, then prompt rows
-                for rows in (x, xs):
-                    qgemm_int8(rows, codes, 0.0, sc, mn, y[:len(rows)] if len(rows) == 1 else ys)
-                    qgemm_int8(rows, nibs, 8.0, sc, mn, y[:len(rows)] if len(rows) == 1 else ys)
+                for rows, out_rows in ((x, y), (xs, ys)):
+                    qgemm_int8(rows, codes, 0.0, sc, mn, out_rows)
+                    qgemm_int8(rows, nibs, 8.0, sc, mn, out_rows)
             else:
+                qmatmul(x, codes, 0.0, sc, mn, y)
+                qmatmul(x, nibs, 8.0, sc, mn, y)
                 q4dequant(nibs, 8.0, sc, mn, 0, out)
                 qdequant(codes, sc, mn, 0, out)
-    if float_scales:  # 16-input groups: Q2_K, Q3_K, Q6_K
+    if float_scales and not INT8_ACTIVATIONS:  # 16-input groups: Q2_K, Q3_K, Q6_K
         qmatmul(np.ones((1, 16), np.float32), np.ones((1, 1, 16, W), np.int8), 0.0, ones, ones, y)
     hmatmul(x, np.zeros((1, 32, W), dtype=np.uint16), y)
     q = np.ones((2, 8), dtype=np.float32)
