@@ -415,7 +415,15 @@ def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int
 
 
 class _IR:
-    """What the integer kernels' IR emitters share: types, pointers, splats and the 4-byte dot."""
+    """What the integer kernels' IR emitters share: types, pointers, splats, the 4-byte dot and
+    a group's scaling. Subclasses set the rows, their scales and the accumulators."""
+
+    rows: list[Any]  # i64 row indexes of the rows in registers
+    nb: Any  # groups per row
+    dxp: Any  # (T, nb) row scales
+    xsp: Any  # (T, nb) row scale x code sum
+    iacc: list[list[Any]]  # [row][16 outputs] int32 sums of the group
+    facc: list[list[Any]]  # [row][16 outputs] float sums
 
     def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any,
                  native: int) -> None:
