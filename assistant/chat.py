@@ -31,7 +31,7 @@ from .events import Alternative, Event
 from .formats import PromptFormat, TemplateError, auto_format, fold_system, without_old_thinking
 from .loading import load_local_model
 from .plugin_manager import get_plugins
-from .toolcalls import ToolCall, parse_tool_calls, syntax_markers, visible_end
+from .toolcalls import ToolCall, VisibleEnd, parse_tool_calls, syntax_markers
 from .tools import Tool, registered_tools, run_tool
 
 Message = dict[str, Any]
@@ -378,10 +378,11 @@ class ChatRunner:
         text = ""
         emitted = 0
         last_done: Event = {"type": "done"}
+        held = VisibleEnd(markers) if markers is not None else None
         for ev in events:
             if ev["type"] == "token":
                 text += ev["text"]
-                shown = visible_end(text, markers) if markers is not None else len(text)
+                shown = held.update(text) if held is not None else len(text)
                 if shown > emitted:
                     if emitted + len(ev["text"]) != shown or shown != len(text):  # not just this token
                         ev = {**ev, "text": text[emitted:shown]}
