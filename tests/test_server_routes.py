@@ -120,3 +120,25 @@ def test_each_server_keeps_the_notes_its_chats_write(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_websocket_takes_a_models_aliases(tmp_path):
+    """A send may name a model by an alias models.toml gives it, as the OpenAI API takes it;
+    an unknown name gets an error frame naming the models and aliases there are."""
+    config = CONFIG.replace("[models.scripted-b]\n", '[models.scripted-b]\naliases = ["gpt-4o-mini"]\n')
+    srv = scripted_server(tmp_path, config)
+    try:
+        ws = ws_connect(f"ws://127.0.0.1:{srv.port}/ws")
+        assert json.loads(ws.receive(timeout=5))["type"] == "hello"
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "model": "gpt-4o-mini", "content": "!echo hi"}))
+        frames = ws_until(ws, "done", 30)
+        start = next(f for f in frames if f["type"] == "start")
+        assert start["model"] == "scripted-b" and frames[-1]["finish_reason"] == "stop"
+        assert srv.state.store.get_conversation(frames[0]["conversation"]["id"])["model"] == "scripted-b"
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "model": "gpt-5", "content": "hi"}))
+        error = ws_until(ws, "error", 30)[-1]["message"]
+        assert error.startswith("no usable model named 'gpt-5'; known: ") and "scripted-b" in error
+        assert error.endswith("(aliases: gpt-4o-mini)")
+        ws.close()
+    finally:
+        srv.stop()
