@@ -96,9 +96,7 @@ class GenerateJob:
         s = self.r.settings
         if self.r.n == 1:
             return s
-        sp = s.sampling.copy()
-        sp.seed = (s.sampling.seed + i) if s.sampling.seed >= 0 else -1
-        return dataclasses.replace(s, sampling=sp)  # every other field kept, tools included
+        return dataclasses.replace(s, sampling=s.sampling.for_choice(i))  # every other field kept, tools included
 
 
 def _generate(entry: ModelEntry, r: Request, messages: list[Message] | None, prompt: str) -> Choices:
