@@ -185,7 +185,8 @@ class VisibleEnd:
     ``visible_end(text)`` would, without the rescan from 0 that made a long answer O(n^2).
 
     What is decided stays decided as the text grows (a fence's language, a line's first
-    character, a closed code block), so the state below is where each scan resumes.
+    character, a closed code block), so the state below is where each scan resumes. The result
+    can still drop, as the full scan's does: `` at the end may become a fence that holds back.
     """
 
     def __init__(self, markers: list[tuple[str, str]] | None = None) -> None:
@@ -254,9 +255,9 @@ class VisibleEnd:
         return end
 
     def _decided_to(self, text: str, bound: int) -> int:
-        """Where the next line scan may start: every line-start `[` / `{` before it was shown
-        because a character before ``bound`` (below any fence the text's end may yet become,
-        which would cut the next scan there) said it is no call."""
+        """Where the next line scan may start: each line-start `[` / `{` before it is no call,
+        as a character before ``bound`` shows (a fence the text's end may yet become cuts the
+        next scan no lower than ``bound``)."""
         last = bound  # just after the last character before bound that is not a space
         while last > self.line_pos and text[last - 1].isspace():
             last -= 1
