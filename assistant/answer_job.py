@@ -11,6 +11,7 @@ from .config import ModelEntry
 from .errors import ChatError
 from .events import Event
 from .store import Store
+from .tools import ToolContext
 
 SAVE_EVERY_S = 1.0
 
@@ -47,7 +48,8 @@ class AnswerJob:
         self.last_save = time.monotonic()
         yield {"type": "start", "message_id": self.mid, "model": self.entry.name}
         try:
-            for ev in ChatRunner(backend, self.tools).run(messages, self.settings, cancel):
+            runner = ChatRunner(backend, self.tools, ToolContext(self.store.path))
+            for ev in runner.run(messages, self.settings, cancel):
                 yield self._saved(ev)
         except ChatError as err:
             self.store.update_message(self.mid, content=self.text, status="error")

@@ -31,8 +31,8 @@ from .events import Alternative, Event
 from .formats import PromptFormat, TemplateError, auto_format, fold_system, without_old_thinking
 from .loading import load_local_model
 from .plugin_manager import get_plugins
-from .toolcalls import ToolCall, parse_tool_calls, syntax_markers, visible_end
-from .tools import Tool, registered_tools, run_tool
+from .toolcalls import ToolCall, VisibleEnd, parse_tool_calls, syntax_markers
+from .tools import Tool, ToolContext, registered_tools, run_tool
 
 Message = dict[str, Any]
 Cancel = Callable[[], bool]
@@ -327,9 +327,11 @@ def backend_loader(entry: ModelEntry,
 class ChatRunner:
     """Runs one assistant turn (possibly several tool rounds) and streams events."""
 
-    def __init__(self, backend: Any, tools: dict[str, Tool] | None = None) -> None:
+    def __init__(self, backend: Any, tools: dict[str, Tool] | None = None,
+                 context: ToolContext | None = None) -> None:
         self.backend = backend
         self.all_tools = tools if tools is not None else registered_tools()
+        self.context = context  # what the tools get to use (the caller's database)
 
     def enabled_tools(self, settings: ChatSettings) -> list[Tool]:
         if not settings.use_tools:
@@ -378,10 +380,11 @@ class ChatRunner:
         text = ""
         emitted = 0
         last_done: Event = {"type": "done"}
+        held = VisibleEnd(markers) if markers is not None else None
         for ev in events:
             if ev["type"] == "token":
                 text += ev["text"]
-                shown = visible_end(text, markers) if markers is not None else len(text)
+                shown = held.update(text) if held is not None else len(text)
                 if shown > emitted:
                     if emitted + len(ev["text"]) != shown or shown != len(text):  # not just this token
                         ev = {**ev, "text": text[emitted:shown]}
@@ -401,7 +404,7 @@ class ChatRunner:
             return f"error: {call.error}", False
         if call.name not in {t.name for t in tools}:
             return f"error: there is no tool named {call.name!r}; available: {', '.join(t.name for t in tools)}", False
-        res = run_tool(self.all_tools[call.name], call.arguments)
+        res = run_tool(self.all_tools[call.name], call.arguments, self.context)
         return (res.content if res.ok else f"error: {res.content}"), res.ok
 
     def _apply_message_filters(self, m: Message) -> Message:

@@ -19,7 +19,7 @@ from .events import Event, ws_frames
 from .http import MAX_MESSAGE_CHARS, MAX_TOKENS_LIMIT, BadRequest, int_field, request_sampling
 from .state import AppState, app_state
 from .store import StoreError
-from .tools import parse_slash_command, run_tool
+from .tools import ToolContext, parse_slash_command, run_tool
 from .worker import Busy, Job
 
 bp = Blueprint("chat_socket", __name__)
@@ -204,7 +204,7 @@ class WebsocketSession:
     def _run_slash(self, cid: str, tool: Any, args: dict[str, Any]) -> None:
         """``/calc 2+2`` and the like: run the tool at once and store its result as the answer."""
         self.emit({"type": "tool_call", "name": tool.name, "arguments": args, "error": ""})
-        res = run_tool(tool, args)
+        res = run_tool(tool, args, ToolContext(self.store.path))
         content = res.content if res.ok else f"error: {res.content}"
         mid = self.store.add_message(cid, "tool", content, tool_calls=[{"name": tool.name, "arguments": args}])
         self.emit({"type": "tool_result", "name": tool.name, "ok": res.ok, "content": content, "message_id": mid})

@@ -280,12 +280,13 @@ def _run_remote(ctx: click.Context, entry: ModelEntry, prompt: str, n_tokens: in
 def chat(ctx: click.Context, model: str | None, system: str | None, n_tokens: int | None) -> None:
     """Chat in the terminal: /reset, /system TEXT, /quit; Ctrl-C stops an answer."""
     from .chat import ChatRunner, ChatSettings
-    from .tools import registered_tools
+    from .store import default_db_path
+    from .tools import ToolContext, registered_tools
 
     entry = _entry(ctx, model)
     backend = _backend(ctx, entry)
     settings = ChatSettings(max_tokens=n_tokens or entry.max_tokens, sampling=_sampling_from_options(ctx, entry))
-    session = TerminalChat(ChatRunner(backend, registered_tools()), settings,
+    session = TerminalChat(ChatRunner(backend, registered_tools(), ToolContext(default_db_path())), settings,
                            system if system is not None else entry.system_prompt)
     click.echo(f"Chatting with {entry.name}. /reset, /system TEXT, /quit; Ctrl-C stops an answer.")
     while True:
@@ -321,7 +322,7 @@ class TerminalChat:
             self.system_prompt = line[len("/system"):].strip()
             click.echo("(system prompt set)")
         elif (slash := parse_slash_command(line.strip(), self.runner.all_tools)) is not None:
-            res = run_tool(*slash)
+            res = run_tool(*slash, self.runner.context)
             click.echo(res.content if res.ok else f"error: {res.content}")
         else:
             self.answer(line)

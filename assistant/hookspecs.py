@@ -13,7 +13,7 @@ def register_prompt_formats(register):
 
 @hookspec
 def register_tools(register):
-    """Register tools: ``register(function, name=None)`` with a plain annotated function."""
+    """Register tools: ``register(function, name=None)``; a parameter ``context`` gets the call's ``ToolContext``."""
 
 
 @hookspec

@@ -31,6 +31,10 @@ class BadRequest(ValueError):
     """A client sent something invalid; becomes a 400 (or a websocket error message)."""
 
 
+class UnknownModel(BadRequest):
+    """A request names neither a model nor an alias of one (the OpenAI API answers 404)."""
+
+
 class ApiError(ValueError):
     """A 4xx in OpenAI's shape with its ``code`` and ``param``."""
 

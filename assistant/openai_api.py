@@ -26,7 +26,7 @@ from .config import ModelEntry
 from .core.tokenizer import TokenizerError
 from .errors import ChatError
 from .events import Event
-from .http import ApiError, BadRequest, json_body, messages_field
+from .http import ApiError, BadRequest, UnknownModel, json_body, messages_field
 from .openai_output import ChatOutput, Choices, CompletionOutput, respond
 from .openai_request import CHAT_KEYS, COMPLETION_KEYS, EMBEDDING_KEYS, Request
 from .state import app_state
@@ -41,18 +41,15 @@ GENERATED = ("token", "done", "prompt")
 
 def _entry(b: dict[str, Any]) -> ModelEntry:
     """The model a request names (default: the server's), by name or alias; 404 if unknown."""
-    state = app_state()
     model = b.get("model")
-    if model is None:
-        return state.entry(None)
-    if not isinstance(model, str):
+    if model is not None and not isinstance(model, str):
         raise BadRequest("model must be a string")
-    name = state.registry.resolve(model)
-    if name is None:
-        raise ApiError(f"The model {model!r} does not exist; available: "
-                       f"{', '.join(sorted(state.registry.models))} (models.toml may declare aliases)",
-                       404, "model_not_found", "model")
-    return state.entry(name)
+    try:
+        return app_state().entry(model)
+    except UnknownModel as err:
+        if model is None:
+            raise  # the server's default is broken: not the client's model to find
+        raise ApiError(str(err), 404, "model_not_found", "model") from None
 
 
 def _submit(entry: ModelEntry, fn: JobFn) -> Job:
@@ -99,9 +96,7 @@ class GenerateJob:
         s = self.r.settings
         if self.r.n == 1:
             return s
-        sp = s.sampling.copy()
-        sp.seed = (s.sampling.seed + i) if s.sampling.seed >= 0 else -1
-        return dataclasses.replace(s, sampling=sp)  # every other field kept, tools included
+        return dataclasses.replace(s, sampling=s.sampling.for_choice(i))  # every other field kept, tools included
 
 
 def _generate(entry: ModelEntry, r: Request, messages: list[Message] | None, prompt: str) -> Choices:

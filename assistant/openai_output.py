@@ -14,7 +14,7 @@ from flask import Response, jsonify, stream_with_context
 from .errors import ChatError
 from .events import Alternative, Event
 from .openai_request import Request, tool_name
-from .toolcalls import ToolCall, parse_tool_calls, syntax_markers, visible_end
+from .toolcalls import ToolCall, VisibleEnd, parse_tool_calls, syntax_markers
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "context": "length", "cancelled": "stop",
                   "tool_calls": "tool_calls"}
@@ -167,6 +167,7 @@ class _ChatStream:
         self.text = ""
         self.sent = 0
         self.pending: list[Entry] = []  # logprobs of text not sent yet
+        self.held = VisibleEnd(out.markers) if out.r.render_tools else None
 
     def add(self, ev: Event) -> Iterator[dict[str, Any]]:
         out, r = self.out, self.out.r
@@ -178,7 +179,7 @@ class _ChatStream:
             if r.want_logprobs and "logprob" in ev:
                 self.pending.append(out._entry(ev))
             # Text that may still become a tool call is held back until it is decided.
-            end = visible_end(self.text, out.markers) if r.render_tools else len(self.text)
+            end = self.held.update(self.text) if self.held is not None else len(self.text)
             if end > self.sent:
                 piece, self.sent = self.text[self.sent:end], end
                 yield out.chunk(self.idx, {"content": piece}, None, self._take())

@@ -25,7 +25,7 @@ from .config import Registry, load_registry
 from .errors import ChatError
 from .http import MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, ApiError, BadRequest, error_response
 from .state import EXTENSION, AppState, app_state
-from .store import open_store, set_default_store
+from .store import open_store
 from .worker import Busy, ModelManager
 
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
@@ -58,7 +58,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _state(cfg: dict[str, Any]) -> AppState:
     """The state the routes share, from create_app's ``config``."""
     registry: Registry = cfg.get("REGISTRY") or load_registry(cfg.get("CONFIG_PATH"))
-    set_default_store(cfg.get("DB_PATH"))  # plugins that open the store (notes) get this one too
     factories: dict[str, Any] = {**plugin_backends(), **(cfg.get("BACKEND_FACTORIES") or {})}
     manager = ModelManager(registry, int(cfg.get("QUEUE_CAP", 8)), factories)
     host = str(cfg.get("HOST", "127.0.0.1"))
@@ -66,7 +65,7 @@ def _state(cfg: dict[str, Any]) -> AppState:
     if host not in ("0.0.0.0", "::"):
         allowed.add(host if ":" not in host or host.startswith("[") else f"[{host}]")
     api_key = str(cfg.get("API_KEY") or os.environ.get("ASSISTANT_API_KEY", ""))
-    return AppState(registry, open_store(), manager, str(cfg.get("DEFAULT_MODEL") or registry.default),
+    return AppState(registry, open_store(cfg.get("DB_PATH")), manager, str(cfg.get("DEFAULT_MODEL") or registry.default),
                     api_key, allowed, float(cfg.get("WS_SEND_TIMEOUT", 30)))
 
 

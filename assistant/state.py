@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from flask import current_app
 
 from .config import ModelEntry, Registry
-from .http import BadRequest
+from .http import UnknownModel
 from .store import Store
 from .tools import registered_tools
 from .worker import ModelManager
@@ -58,10 +58,13 @@ class AppState:
         return self._tools
 
     def entry(self, name: str | None) -> ModelEntry:
+        """The model ``name`` means (the default when None): a model's own name or one of the
+        ``aliases`` models.toml gives it, for the websocket and the OpenAI API alike."""
         try:
-            return self.registry.get(name or self.default_model)
+            return self.registry.get((self.registry.resolve(name) or name) if name else self.default_model)
         except KeyError as err:
-            raise BadRequest(str(err.args[0])) from None
+            aliases = sorted(a for e in self.registry.models.values() for a in e.aliases)
+            raise UnknownModel(str(err.args[0]) + (f" (aliases: {', '.join(aliases)})" if aliases else "")) from None
 
 
 def app_state() -> AppState:

@@ -432,19 +432,16 @@ def _conversation(row: sqlite3.Row) -> dict[str, Any]:
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
-_default_path: list[Path | None] = [None]  # the process's database, once a server chose one
 
 
-def set_default_store(path: Path | str | None) -> None:
-    """Make ``path`` the database that ``open_store()`` without a path opens (the server's
-    ``DB_PATH``), so plugins such as notes write beside the conversations."""
-    _default_path[0] = Path(path) if path else None
+def default_db_path() -> Path:
+    """The database of the user's data directory (a server given no ``DB_PATH``, the terminal chat)."""
+    return data_dir() / "assistant.db"
 
 
 def open_store(path: Path | str | None = None) -> Store:
-    """The store at ``path`` (default: the one :func:`set_default_store` chose, else
-    ``data_dir()/assistant.db``), shared per process."""
-    p = Path(path) if path else _default_path[0] or data_dir() / "assistant.db"
+    """The store at ``path`` (default: :func:`default_db_path`), shared per process."""
+    p = Path(path) if path else default_db_path()
     key = str(p.resolve())
     with _stores_lock:
         s = _stores.get(key)

@@ -176,31 +176,97 @@ def visible_end(text: str, markers: list[tuple[str, str]] | None = None) -> int:
     """How much of a partial answer can be shown: everything before anything that may
     still turn out to be a tool call (a marker, a fenced or line-start JSON value, or a
     partial marker or fence at the end)."""
-    end = len(text)
-    for open_, _close in markers or DEFAULT_MARKERS:
-        pos = text.find(open_)
-        end = min(end, pos if pos >= 0 else len(text) - _partial_suffix(text, open_))
-    released: list[tuple[int, int]] = []  # fenced blocks that are plainly not calls (code)
-    pos = 0
-    while pos < end:
-        fence = text.find(FENCE, pos)
-        if fence < 0 or fence >= end:
-            break
-        nl = text.find("\n", fence + 3)
-        body = text[nl + 1:].lstrip() if nl >= 0 else ""
-        lang = text[fence + 3:nl].strip().lower() if nl >= 0 else ""
-        if nl < 0 or (lang in _FENCE_LANGS and (not body or body[0] in "{[")):
-            end = fence  # may be a fenced call: hold back until it is decided
-            break
-        close = text.find(FENCE, nl + 1)
-        pos = close + 3 if close >= 0 else len(text)
-        released.append((fence, pos))
-    for m in _LINE_JSON.finditer(text, 0, end):
-        if any(a <= m.start() < b for a, b in released):
-            continue
-        nxt = _NEXT_CHAR.match(text, m.end(), end)  # no copy of the rest: this runs per token
-        if nxt and nxt.group(1) != ('"' if text[m.end() - 1] == "{" else "{"):
-            continue  # plainly not a JSON call ("[1] a source", "{name}"): shown as it streams
-        end = m.start()
-        break
-    return end - _partial_suffix(text[:end], FENCE)
+    return VisibleEnd(markers).update(text)
+
+
+class VisibleEnd:
+    """:func:`visible_end` for an answer that grows token by token, each call scanning only
+    what the last one left undecided: ``update(text)`` after every token returns what
+    ``visible_end(text)`` would, without the rescan from 0 that made a long answer O(n^2).
+
+    What is decided stays decided as the text grows (a fence's language, a line's first
+    character, a closed code block), so the state below is where each scan resumes. The result
+    can still drop, as the full scan's does: `` at the end may become a fence that holds back.
+    """
+
+    def __init__(self, markers: list[tuple[str, str]] | None = None) -> None:
+        self.markers = list(markers or DEFAULT_MARKERS)
+        self.marker_from = [0] * len(self.markers)  # no marker starts before these
+        self.fence_pos = 0  # the fence scan resumes here, outside any code block
+        self.block = -1  # the fence of the code block the text ends in (close unseen), or -1
+        self.close_from = 0  # where that block's closing fence may start
+        self.released: list[tuple[int, int]] = []  # code blocks (not calls) after line_pos
+        self.line_pos = 0  # every line-start `[` / `{` before here was shown for good
+
+    def update(self, text: str) -> int:
+        """How much of ``text`` (the previous call's text plus what came since) can be shown."""
+        end = len(text)
+        for i, (open_, _close) in enumerate(self.markers):
+            pos = text.find(open_, self.marker_from[i])
+            self.marker_from[i] = pos if pos >= 0 else max(self.marker_from[i], len(text) - len(open_) + 1)
+            end = min(end, pos if pos >= 0 else len(text) - _partial_suffix(text, open_))
+        end = self._fences(text, end)
+        end = self._lines(text, end)
+        return end - _partial_suffix(text[max(0, end - 2):end], FENCE)
+
+    def _fences(self, text: str, end: int) -> int:
+        """``end`` cut at a fence that may open a call; code blocks passed are ``released``."""
+        pos = self.fence_pos
+        if self.block >= 0:  # still inside the code block the last text ended in
+            close = text.find(FENCE, self.close_from)
+            pos = close + 3 if close >= 0 else len(text)
+            self.released[-1] = (self.block, pos)
+            if close < 0:
+                self.close_from = max(self.close_from, len(text) - 2)
+                return end
+            self.block = -1
+        while pos < end:
+            fence = text.find(FENCE, pos, end + 2)  # a fence starting before end
+            if fence < 0:
+                pos = max(pos, min(end, len(text) - 2))  # a fence may yet end where the text does
+                break
+            nl = text.find("\n", fence + 3)
+            body = _NEXT_CHAR.match(text, nl + 1) if nl >= 0 else None
+            lang = text[fence + 3:nl].strip().lower() if nl >= 0 else ""
+            if nl < 0 or (lang in _FENCE_LANGS and (body is None or body.group(1) in "{[")):
+                pos = end = fence  # may be a fenced call: hold back until it is decided
+                break
+            close = text.find(FENCE, nl + 1)
+            self.released.append((fence, close + 3 if close >= 0 else len(text)))
+            if close < 0:
+                self.block, self.close_from = fence, max(nl + 1, len(text) - 2)
+                break
+            pos = close + 3
+        self.fence_pos = pos
+        return end
+
+    def _lines(self, text: str, end: int) -> int:
+        """``end`` cut at a line-start `[` / `{` that may open a JSON call."""
+        for m in _LINE_JSON.finditer(text, self.line_pos, end):
+            if any(a <= m.start() < b for a, b in self.released):
+                continue
+            nxt = _NEXT_CHAR.match(text, m.end(), end)
+            if nxt and nxt.group(1) != ('"' if text[m.end() - 1] == "{" else "{"):
+                continue  # plainly not a JSON call ("[1] a source", "{name}"): shown as it streams
+            self.line_pos = m.start()  # undecided, or a call: looked at again next time
+            return m.start()
+        self.line_pos = self._decided_to(text, min(end, len(text) - 2))
+        self.released = [r for r in self.released if r[1] > self.line_pos or r[0] == self.block]
+        return end
+
+    def _decided_to(self, text: str, bound: int) -> int:
+        """Where the next line scan may start: each line-start `[` / `{` before it is no call,
+        as a character before ``bound`` shows (a fence the text's end may yet become cuts the
+        next scan no lower than ``bound``)."""
+        last = bound  # just after the last character before bound that is not a space
+        while last > self.line_pos and text[last - 1].isspace():
+            last -= 1
+        if last <= self.line_pos:
+            return self.line_pos
+        nl = text.rfind("\n", self.line_pos, last - 1)
+        line = nl + 1 if nl >= 0 else self.line_pos
+        m = _LINE_JSON.match(text, line, bound)
+        if m and m.end() == last:  # its `[` / `{` is the last character so far: undecided
+            return line
+        nl = text.find("\n", last, bound)  # lines after it hold only blanks so far
+        return nl + 1 if nl >= 0 else bound

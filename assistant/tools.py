@@ -15,9 +15,11 @@ import json
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, get_type_hints
 
 from .plugin_manager import get_plugins
+from .store import Store, open_store
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_RESULT_CHARS = 8000
@@ -26,8 +28,24 @@ _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", b
                                list: "array", dict: "object"}
 
 
+# A tool's parameter of this name receives the call's ToolContext; it is not in the schema.
+CONTEXT_PARAM = "context"
+
+
 class ToolError(Exception):
     """Raise from a tool to report a clear, user-facing problem with its input."""
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a call may use beyond its arguments, from whoever runs it: the database of the
+    server (or terminal chat) it runs for, so two servers in one process keep their own notes."""
+
+    db_path: Path
+
+    def store(self) -> Store:
+        """That database (opened once per process)."""
+        return open_store(self.db_path)
 
 
 @dataclass
@@ -37,6 +55,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     plugin: str = ""
+    wants_context: bool = False  # fn takes ``context``: the ToolContext of the call
 
     def schema(self) -> dict[str, Any]:
         """OpenAI-style function schema (what chat templates announce)."""
@@ -53,6 +72,8 @@ def tool_from_function(fn: Callable[..., Any], name: str | None = None, plugin: 
     doc = inspect.getdoc(fn) or ""
     arg_docs = dict(re.findall(r"^\s*(\w+):\s*(.+)$", doc, re.M))
     for pname, param in sig.parameters.items():
+        if pname == CONTEXT_PARAM:
+            continue
         typ = hints.get(pname, str)
         prop: dict[str, Any] = {"type": _JSON_TYPES.get(getattr(typ, "__origin__", typ), "string")}
         if pname in arg_docs:
@@ -62,7 +83,8 @@ def tool_from_function(fn: Callable[..., Any], name: str | None = None, plugin: 
             required.append(pname)
     description = doc.split("\n\n")[0].strip() if doc else (name or fn.__name__)
     return Tool(name or fn.__name__, fn, description,
-                {"type": "object", "properties": props, "required": required}, plugin)
+                {"type": "object", "properties": props, "required": required}, plugin,
+                CONTEXT_PARAM in sig.parameters)
 
 
 @dataclass
@@ -113,19 +135,24 @@ def _coerce(tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_tool(tool: Tool, arguments: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> ToolResult:
-    """Run ``tool`` in a thread with a time limit; errors become ``ok=False`` results."""
+def run_tool(tool: Tool, arguments: dict[str, Any], context: ToolContext | None = None,
+             timeout: float = DEFAULT_TIMEOUT_S) -> ToolResult:
+    """Run ``tool`` in a thread with a time limit; errors become ``ok=False`` results.
+    ``context`` is what a tool that asks for it gets (its caller's database)."""
     import time
 
     try:
         args = _coerce(tool, arguments if isinstance(arguments, dict) else {})
     except ToolError as err:
         return ToolResult(tool.name, arguments, False, str(err))
+    if tool.wants_context and context is None:
+        return ToolResult(tool.name, args, False, f"{tool.name} needs the context of a chat (its database) to run")
+    extra = {CONTEXT_PARAM: context} if tool.wants_context else {}
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            box["value"] = tool.fn(**args)
+            box["value"] = tool.fn(**args, **extra)
         except ToolError as err:
             box["error"] = str(err)
         except Exception as err:  # a broken tool is contained, not fatal

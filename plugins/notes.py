@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from assistant.hookspecs import hookimpl
-from assistant.store import open_store
-from assistant.tools import ToolError
+from assistant.tools import ToolContext, ToolError
 
 MAX_NOTE_CHARS = 2000
 ACTIONS = ("add", "list", "search", "delete")
 
 
-def notes(action: str, text: str = "") -> str:
+def notes(action: str, text: str = "", *, context: ToolContext) -> str:
     """Keep notes for the user: add, list, search or delete.
 
     action: one of add, list, search, delete
@@ -21,7 +20,7 @@ def notes(action: str, text: str = "") -> str:
         raise ToolError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     if "\x00" in text:
         raise ToolError("notes cannot contain NUL bytes")
-    store = open_store()
+    store = context.store()  # the database of the server or terminal chat calling
     if action == "add":
         text = text.strip()
         if not text:

@@ -80,11 +80,6 @@ def _hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("ASSISTANT_MODELS_DIR", str(models))
     monkeypatch.delenv("ASSISTANT_CONFIG", raising=False)
-    from assistant.store import set_default_store
-
-    set_default_store(None)  # a server built by an earlier test chose its database
-    yield
-    set_default_store(None)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ The last user message chooses the answer:
 - ``!echo TEXT``: TEXT, in pieces of 4 characters
 - ``!stream N RATE``: N tokens of mixed markdown (paragraphs, lists, code, a table), RATE per second
 - ``!slow``: a token every 50 ms until stopped (or 2,000 tokens)
+- ``!call JSON``: the tool call ``<tool_call>JSON</tool_call>``; once the tool answered, ``Done: RESULT``
 - anything else: ``Answer K to: MESSAGE (temperature T)``, K counting this backend's answers
 """
 
@@ -64,6 +65,9 @@ class ScriptedBackend:
         elif last.startswith("!slow"):
             pieces = ["word "] * 2000
             delay = 0.05
+        elif last.startswith("!call "):
+            answered = messages[-1]["role"] == "tool"
+            pieces = chunks(f"Done: {messages[-1]['content']}" if answered else f"<tool_call>{last[6:]}</tool_call>")
         else:
             k = next(self.answers)
             pieces = chunks(f"Answer {k} to: {last} (temperature {settings.sampling.temperature:g})")
@@ -110,12 +114,14 @@ top_p = 0.95
 """
 
 
-def scripted_server(tmp: Path) -> LiveServer:
-    """A live server on loopback whose default model is the scripted backend."""
+def scripted_server(tmp: Path, config: str = CONFIG) -> LiveServer:
+    """A live server on loopback whose default model is the scripted backend (``config``: the
+    models.toml to use instead of CONFIG)."""
     from assistant.config import load_registry
 
+    tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "models.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(config)
     registry = load_registry(str(cfg))
     srv = LiveServer({"DB_PATH": str(tmp / "db.sqlite"), "REGISTRY": registry,
                       "BACKEND_FACTORIES": {"scripted": ScriptedBackend}})

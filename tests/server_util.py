@@ -58,11 +58,8 @@ class LiveServer:
         raise TimeoutError("the server did not become ready")
 
     def stop(self) -> None:
-        from assistant.store import set_default_store
-
         self.server.shutdown()
         self.state.manager.shutdown()
-        set_default_store(None)  # create_app made DB_PATH the process's store; later tests get their own
 
 
 def ws_received(ws, timeout: float):

@@ -14,17 +14,15 @@ from assistant.events import ws_frames
 from assistant.http import MAX_TOKENS_LIMIT, sampling_overrides
 from assistant.openai_request import CHAT_KEYS, COMPLETION_KEYS
 from conftest import NEUTRAL_CWD
-from scripted_backend import scripted_server
+from scripted_backend import CONFIG, scripted_server
 from server_util import ws_connect, ws_until
 
 
 @pytest.fixture()
 def client(tmp_path):
     from assistant.server import create_app
-    from assistant.store import set_default_store
 
-    yield create_app({"DB_PATH": str(tmp_path / "db.sqlite")}).test_client()
-    set_default_store(None)  # create_app made DB_PATH the process's store
+    return create_app({"DB_PATH": str(tmp_path / "db.sqlite")}).test_client()
 
 
 def test_settings_schema_lists_every_sampling_field(client):
@@ -90,5 +88,57 @@ def test_websocket_answer_is_streamed_saved_and_shown_to_other_tabs(tmp_path):
         assert json.loads(ws.receive(timeout=5))["message"].startswith("edit needs conversation_id")
         ws.close()
         other.close()
+    finally:
+        srv.stop()
+
+
+def test_each_server_keeps_the_notes_its_chats_write(tmp_path):
+    """Two servers in one process: notes written through A's chat (the model's tool call and
+    /note) land in A's database only; B and the data directory's database have none."""
+    from assistant.store import Store, default_db_path
+
+    config = CONFIG + '\n[models.noter]\nbackend = "scripted"\ntools = ["notes"]\n'
+    a = scripted_server(tmp_path / "a", config)
+    b = scripted_server(tmp_path / "b", config)
+    try:
+        ws = ws_connect(f"ws://127.0.0.1:{a.port}/ws")
+        call = '{"name": "notes", "arguments": {"action": "add", "text": "buy oat milk"}}'
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "model": "noter", "content": "!call " + call}))
+        frames = ws_until(ws, "done", 30)
+        result = next(f for f in frames if f["type"] == "tool_result")
+        assert (result["ok"], result["content"]) == (True, "saved note 1: buy oat milk")
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "content": "/note add call mum"}))
+        assert ws_until(ws, "done", 30)[-2]["content"] == "saved note 2: call mum"
+        ws.close()
+        assert Store(tmp_path / "a" / "db.sqlite").list_notes() == [(1, "buy oat milk"), (2, "call mum")]
+        assert Store(tmp_path / "b" / "db.sqlite").list_notes() == []
+        assert not default_db_path().exists()
+        ws = ws_connect(f"ws://127.0.0.1:{b.port}/ws")
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "content": "/note list"}))
+        assert ws_until(ws, "done", 30)[-2]["content"] == "no notes"
+        ws.close()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_websocket_takes_a_models_aliases(tmp_path):
+    """A send may name a model by an alias models.toml gives it, as the OpenAI API takes it;
+    an unknown name gets an error frame naming the models and aliases there are."""
+    config = CONFIG.replace("[models.scripted-b]\n", '[models.scripted-b]\naliases = ["gpt-4o-mini"]\n')
+    srv = scripted_server(tmp_path, config)
+    try:
+        ws = ws_connect(f"ws://127.0.0.1:{srv.port}/ws")
+        assert json.loads(ws.receive(timeout=5))["type"] == "hello"
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "model": "gpt-4o-mini", "content": "!echo hi"}))
+        frames = ws_until(ws, "done", 30)
+        start = next(f for f in frames if f["type"] == "start")
+        assert start["model"] == "scripted-b" and frames[-1]["finish_reason"] == "stop"
+        assert srv.state.store.get_conversation(frames[0]["conversation"]["id"])["model"] == "scripted-b"
+        ws.send(json.dumps({"type": "send", "conversation_id": None, "model": "gpt-5", "content": "hi"}))
+        error = ws_until(ws, "error", 30)[-1]["message"]
+        assert error.startswith("no usable model named 'gpt-5'; known: ") and "scripted-b" in error
+        assert error.endswith("(aliases: gpt-4o-mini)")
+        ws.close()
     finally:
         srv.stop()

@@ -130,26 +130,3 @@ def test_stopped_and_interrupted_answers_stay_apart(store):
     assert "(stopped)" in md and "(interrupted)" not in md
     again = store.import_json(store.export_json(c["id"]))
     assert store.messages(again["id"])[-1]["status"] == "stopped"
-
-
-def test_notes_tool_writes_to_the_servers_database(tmp_path):
-    """The notes plugin keeps notes in the database the server was given, beside the
-    conversations, not in the default one under the data directory."""
-    from assistant.config import data_dir
-    from assistant.server import create_app
-    from assistant.store import set_default_store
-    from assistant.tools import run_tool
-
-    db = tmp_path / "server.sqlite"
-    app = create_app({"DB_PATH": str(db)})
-    state = app.extensions["assistant"]
-    try:
-        res = run_tool(state.tools["notes"], {"action": "add", "text": "buy oat milk"})
-        assert res.ok, res.content
-        assert Store(db).list_notes() == [(1, "buy oat milk")]
-        default = data_dir() / "assistant.db"
-        assert not default.exists() or Store(default).list_notes() == []
-        res = run_tool(state.tools["notes"], {"action": "list"})
-        assert res.content == "1. buy oat milk"
-    finally:
-        set_default_store(None)  # create_app made DB_PATH the process's store

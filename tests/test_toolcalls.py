@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from assistant.toolcalls import parse_tool_calls, syntax_markers, visible_end
+from assistant.toolcalls import VisibleEnd, parse_tool_calls, syntax_markers, visible_end
 
 NAMES = {"get_weather", "calculator"}
 CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
@@ -66,6 +68,32 @@ def test_streaming_holds_back_what_may_become_a_call():
     assert visible_end("Sure.\n[") == len("Sure.\n")
     assert visible_end("Sure.\n[\n  {\"na") == len("Sure.\n")
     assert visible_end("Sure.\n{ \"name\"") == len("Sure.\n")
+
+
+STREAMED = [
+    f"Let me check.\n<tool_call>\n{CALL}\n</tool_call>",
+    f"Sources:\n[1] Wikipedia, Rainbow\n{{name}} is a placeholder\n  [\n  {CALL}\n]",
+    f"Sure.\n{{ \"name\": \"get_weather\"}}\nand <tool_ then <tool_call>{CALL}</tool_call>",
+    "Here:\n```python\ndef f():\n    return {1: 2}\n[x for x in y]\n```\nThat is all\n```json\n{\"a\": 1}\n```",
+    "Code:\n```js\nlet a = [1]\n```\n```\n\n  {\"name\": 1}\n```\n",
+    "[ ```\n{\"name\"}\n```\n[\n ```json\n[",  # a fence completed later holds back what was shown
+    "x ``` y\n`` `\n```tool_call\n  [ {}]\n``",
+    f"Ok [TOOL_CA\n[TOOL_CALLS] [{CALL}]",
+]
+
+
+@pytest.mark.parametrize("text", STREAMED)
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_visible_end_matches_the_full_scan(text, seed):
+    # Fed 1-3 characters per token, the scan that resumes where the last one stopped
+    # agrees with a scan of the whole text after every token.
+    markers = syntax_markers()
+    rng = random.Random(seed)
+    held = VisibleEnd(markers)
+    i = 0
+    while i < len(text):
+        i += rng.randint(1, 3)
+        assert held.update(text[:i]) == visible_end(text[:i], markers), text[:i]
 
 
 def test_format_plugins_declare_their_markers():

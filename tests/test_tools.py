@@ -7,7 +7,7 @@ import time
 import pytest
 
 from assistant.toolcalls import parse_tool_calls
-from assistant.tools import parse_slash_command, registered_tools, run_tool, tool_from_function
+from assistant.tools import ToolContext, parse_slash_command, registered_tools, run_tool, tool_from_function
 
 
 def test_schema_from_signature_and_docstring():
@@ -59,16 +59,21 @@ def test_clock_and_bad_timezone():
     assert not bad.ok and "time zone" in bad.content
 
 
-def test_notes_add_list_search_delete():
+def test_notes_add_list_search_delete(tmp_path):
     notes = registered_tools()["notes"]
-    assert run_tool(notes, {"action": "add", "text": "buy milk"}).ok
-    assert run_tool(notes, {"action": "add", "text": "call mum"}).ok
-    assert "buy milk" in run_tool(notes, {"action": "list"}).content
-    assert "call mum" in run_tool(notes, {"action": "search", "text": "mum"}).content
-    assert run_tool(notes, {"action": "delete", "text": "1"}).ok
-    assert "buy milk" not in run_tool(notes, {"action": "list"}).content
-    assert not run_tool(notes, {"action": "add", "text": "a\x00b"}).ok
-    assert not run_tool(notes, {"action": "explode"}).ok
+    assert "context" not in notes.parameters["properties"]  # the caller's, not the model's to give
+    ctx = ToolContext(tmp_path / "notes.db")
+    assert run_tool(notes, {"action": "add", "text": "buy milk"}, ctx).ok
+    assert run_tool(notes, {"action": "add", "text": "call mum"}, ctx).ok
+    assert "buy milk" in run_tool(notes, {"action": "list"}, ctx).content
+    assert "call mum" in run_tool(notes, {"action": "search", "text": "mum"}, ctx).content
+    assert run_tool(notes, {"action": "delete", "text": "1"}, ctx).ok
+    assert "buy milk" not in run_tool(notes, {"action": "list"}, ctx).content
+    assert not run_tool(notes, {"action": "add", "text": "a\x00b"}, ctx).ok
+    assert not run_tool(notes, {"action": "explode"}, ctx).ok
+    # A model cannot pass a context of its own, and a call without one is refused plainly.
+    assert "has no argument 'context'" in run_tool(notes, {"action": "list", "context": "x"}, ctx).content
+    assert run_tool(notes, {"action": "list"}).content == "notes needs the context of a chat (its database) to run"
 
 
 def test_tool_that_raises_or_hangs_is_contained():

@@ -248,11 +248,8 @@ class _DraftVerifier:
 
 
 def _parallel_sampler(s: GenerationSettings, i: int) -> Sampler:
-    """Sequence ``i``'s sampler of a parallel generation: seed ``seed + i`` when seeded."""
-    sp = s.sampling.copy()
-    if sp.seed >= 0:
-        sp.seed = sp.seed + i
-    return Sampler(sp, s.constraint.fresh() if s.constraint is not None else None)
+    """Sequence ``i``'s sampler of a parallel generation (its seed: SamplingSettings.for_choice)."""
+    return Sampler(s.sampling.for_choice(i), s.constraint.fresh() if s.constraint is not None else None)
 
 
 def _as_ints(ids: Iterable[SupportsInt]) -> list[int]:

@@ -81,6 +81,14 @@ class SamplingSettings:
     def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in SAMPLING_FIELDS}
 
+    def for_choice(self, i: int) -> "SamplingSettings":
+        """Alternative ``i``'s settings of several answered at once: seed ``seed + i`` when
+        seeded, so the answers differ but repeat (the one rule for the engine and the API)."""
+        sp = self.copy()
+        if sp.seed >= 0:
+            sp.seed = sp.seed + i
+        return sp
+
 
 def apply_penalties(logits: F32, history: list[int], repeat_penalty: float, last_n: int,
                     frequency_penalty: float, presence_penalty: float) -> F32:

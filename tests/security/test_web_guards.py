@@ -17,11 +17,8 @@ from server_util import LiveServer, ws_connect
 def app(tmp_path_factory):
     from assistant.server import create_app
 
-    from assistant.store import set_default_store
-
     d = tmp_path_factory.mktemp("guards")
-    yield create_app({"DB_PATH": str(d / "db.sqlite")})
-    set_default_store(None)  # create_app made DB_PATH the process's store
+    return create_app({"DB_PATH": str(d / "db.sqlite")})
 
 
 @pytest.fixture()
