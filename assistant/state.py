@@ -60,11 +60,18 @@ class AppState:
     def entry(self, name: str | None) -> ModelEntry:
         """The model ``name`` means (the default when None): a model's own name or one of the
         ``aliases`` models.toml gives it, for the websocket and the OpenAI API alike."""
-        try:
-            return self.registry.get((self.registry.resolve(name) or name) if name else self.default_model)
-        except KeyError as err:
+        if name is None:
+            try:
+                return self.registry.get(self.default_model)
+            except KeyError as err:  # the default itself is broken: say why (models.toml's error)
+                raise UnknownModel(str(err.args[0])) from None
+        resolved = self.registry.resolve(name)
+        if resolved is None:  # "" too; and no models.toml errors (local paths) in this answer
             aliases = sorted(a for e in self.registry.models.values() for a in e.aliases)
-            raise UnknownModel(str(err.args[0]) + (f" (aliases: {', '.join(aliases)})" if aliases else "")) from None
+            raise UnknownModel(f"the model {name!r} does not exist; available: "
+                               f"{', '.join(sorted(self.registry.models)) or 'none'}"
+                               + (f" (aliases: {', '.join(aliases)})" if aliases else ""))
+        return self.registry.get(resolved)
 
 
 def app_state() -> AppState:

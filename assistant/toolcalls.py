@@ -6,8 +6,9 @@ JSON object (or list of them) at the start of a line, a fenced ```` ```json ````
 Llama-3's ``{"name": ..., "parameters": ...}``. Untagged JSON counts as a call only when it
 names one of the offered tools, so an answer that merely contains JSON stays an answer.
 
-:func:`visible_end` says how much of a stream can be shown while it may still become a
-call: the OpenAI API's streaming and the chat page's tool loop both hold back from there.
+:class:`VisibleEnd` says how much of a stream can be shown while it may still become a
+call: the OpenAI API's streaming and the chat page's tool loop both hold back from there
+(:func:`visible_end` is the same for a whole text at once).
 """
 
 from __future__ import annotations
@@ -187,19 +188,30 @@ class VisibleEnd:
     What is decided stays decided as the text grows (a fence's language, a line's first
     character, a closed code block), so the state below is where each scan resumes. The result
     can still drop, as the full scan's does: `` at the end may become a fence that holds back.
+    The text only grows (each call's text starts with the last one's); a shorter text starts
+    the scan over.
     """
 
     def __init__(self, markers: list[tuple[str, str]] | None = None) -> None:
         self.markers = list(markers or DEFAULT_MARKERS)
+        self._start()
+
+    def _start(self) -> None:
         self.marker_from = [0] * len(self.markers)  # no marker starts before these
         self.fence_pos = 0  # the fence scan resumes here, outside any code block
         self.block = -1  # the fence of the code block the text ends in (close unseen), or -1
         self.close_from = 0  # where that block's closing fence may start
         self.released: list[tuple[int, int]] = []  # code blocks (not calls) after line_pos
         self.line_pos = 0  # every line-start `[` / `{` before here was shown for good
+        self.ink_checked = 0  # text before here was searched for its last non-space character,
+        self.ink_end = 0  # which ends here (0: none)
+        self.length = 0
 
     def update(self, text: str) -> int:
         """How much of ``text`` (the previous call's text plus what came since) can be shown."""
+        if len(text) < self.length:
+            self._start()
+        self.length = len(text)
         end = len(text)
         for i, (open_, _close) in enumerate(self.markers):
             pos = text.find(open_, self.marker_from[i])
@@ -258,11 +270,13 @@ class VisibleEnd:
         """Where the next line scan may start: each line-start `[` / `{` before it is no call,
         as a character before ``bound`` shows (a fence the text's end may yet become cuts the
         next scan no lower than ``bound``)."""
-        last = bound  # just after the last character before bound that is not a space
-        while last > self.line_pos and text[last - 1].isspace():
-            last -= 1
-        if last <= self.line_pos:
-            return self.line_pos
+        last = self._ink_end(text, bound)  # just after the last character before bound not a space
+        if last <= self.line_pos:  # only blanks since: of their lines only the last can still start a call
+            nl = text.rfind("\n", self.line_pos, bound)
+            if nl >= 0:
+                return nl + 1
+            at_line_start = self.line_pos == 0 or text[self.line_pos - 1] == "\n"
+            return self.line_pos if at_line_start else bound
         nl = text.rfind("\n", self.line_pos, last - 1)
         line = nl + 1 if nl >= 0 else self.line_pos
         m = _LINE_JSON.match(text, line, bound)
@@ -270,3 +284,14 @@ class VisibleEnd:
             return line
         nl = text.find("\n", last, bound)  # lines after it hold only blanks so far
         return nl + 1 if nl >= 0 else bound
+
+    def _ink_end(self, text: str, bound: int) -> int:
+        """Just after the last character before ``bound`` that is not a space (0: none),
+        searching only what the last call did not: a run of blanks is not walked again."""
+        if bound < self.ink_checked:  # the bound moved back (a fence now holds text back)
+            self.ink_checked, self.ink_end = 0, 0
+        kept = len(text[self.ink_checked:bound].rstrip())
+        if kept:
+            self.ink_end = self.ink_checked + kept
+        self.ink_checked = bound
+        return self.ink_end

@@ -28,7 +28,8 @@ _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", b
                                list: "array", dict: "object"}
 
 
-# A tool's parameter of this name receives the call's ToolContext; it is not in the schema.
+# A tool's parameter of this name annotated ToolContext receives the call's context; it is
+# not in the schema (a parameter "context" of another type is an ordinary argument).
 CONTEXT_PARAM = "context"
 
 
@@ -43,6 +44,10 @@ class ToolContext:
 
     db_path: Path
 
+    def __post_init__(self) -> None:
+        # Resolved now: a relative DB_PATH must not mean another file if the directory changes.
+        object.__setattr__(self, "db_path", Path(self.db_path).resolve())
+
     def store(self) -> Store:
         """That database (opened once per process)."""
         return open_store(self.db_path)
@@ -55,7 +60,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     plugin: str = ""
-    wants_context: bool = False  # fn takes ``context``: the ToolContext of the call
+    wants_context: bool = False  # fn takes ``context: ToolContext``: the context of the call
 
     def schema(self) -> dict[str, Any]:
         """OpenAI-style function schema (what chat templates announce)."""
@@ -71,8 +76,9 @@ def tool_from_function(fn: Callable[..., Any], name: str | None = None, plugin: 
     required: list[str] = []
     doc = inspect.getdoc(fn) or ""
     arg_docs = dict(re.findall(r"^\s*(\w+):\s*(.+)$", doc, re.M))
+    wants_context = CONTEXT_PARAM in sig.parameters and hints.get(CONTEXT_PARAM) is ToolContext
     for pname, param in sig.parameters.items():
-        if pname == CONTEXT_PARAM:
+        if pname == CONTEXT_PARAM and wants_context:
             continue
         typ = hints.get(pname, str)
         prop: dict[str, Any] = {"type": _JSON_TYPES.get(getattr(typ, "__origin__", typ), "string")}
@@ -83,8 +89,7 @@ def tool_from_function(fn: Callable[..., Any], name: str | None = None, plugin: 
             required.append(pname)
     description = doc.split("\n\n")[0].strip() if doc else (name or fn.__name__)
     return Tool(name or fn.__name__, fn, description,
-                {"type": "object", "properties": props, "required": required}, plugin,
-                CONTEXT_PARAM in sig.parameters)
+                {"type": "object", "properties": props, "required": required}, plugin, wants_context)
 
 
 @dataclass
@@ -135,7 +140,7 @@ def _coerce(tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_tool(tool: Tool, arguments: dict[str, Any], context: ToolContext | None = None,
+def run_tool(tool: Tool, arguments: dict[str, Any], context: ToolContext | None = None, *,
              timeout: float = DEFAULT_TIMEOUT_S) -> ToolResult:
     """Run ``tool`` in a thread with a time limit; errors become ``ok=False`` results.
     ``context`` is what a tool that asks for it gets (its caller's database)."""

@@ -1,11 +1,16 @@
-"""Time visible_end over a streamed 20,000-character answer fed 2 characters per token:
-the full rescan per token against the incremental VisibleEnd (when this checkout has it)."""
+"""Time visible_end over streamed 20,000-character answers fed 2 characters per token: the
+old full rescan per token (tests/visible_end_reference.py) against the incremental VisibleEnd."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from assistant import toolcalls
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from visible_end_reference import full_scan  # noqa: E402
 
 PARAGRAPH = ("The rainbow appears when sunlight is refracted, reflected and dispersed in droplets; "
              "each colour leaves at its own angle, so the arc is ordered red to violet.\n\n")
@@ -31,13 +36,15 @@ def timed(step: object, text: str) -> tuple[float, int]:
 
 
 def main() -> None:
-    text = answer()
-    full, a = timed(lambda t: toolcalls.visible_end(t), text)
-    print(f"full rescan per token: {full:.3f} s for {len(text)} characters in {len(text) // 2} tokens")
-    if hasattr(toolcalls, "VisibleEnd"):
+    n = 20_000
+    # A model stuck on newlines or spaces is common: runs of blanks must not be walked per token.
+    for label, text in (("prose, code, sources", answer(n)), ("newlines", "Hi." + "\n" * (n - 3)),
+                        ("spaces", "Hi." + " " * (n - 3))):
+        full, a = timed(full_scan, text)
         inc, b = timed(toolcalls.VisibleEnd().update, text)
         assert a == b
-        print(f"incremental:           {inc:.3f} s ({full / inc:.0f}x faster)")
+        print(f"{label}: full rescan per token {full:.3f} s, incremental {inc:.3f} s "
+              f"({full / inc:.0f}x faster), {len(text)} characters in {len(text) // 2} tokens")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,16 @@ def test_each_server_keeps_the_notes_its_chats_write(tmp_path):
         b.stop()
 
 
+def test_api_names_a_model_or_gets_404(client):
+    # "" is no model's name: 404 like any unknown name (not the default), and the answer names
+    # the models there are without models.toml's own errors (local paths).
+    for model in ("", "gpt-5"):
+        r = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 404, model
+        err = r.get_json()["error"]
+        assert err["code"] == "model_not_found" and f"the model {model!r} does not exist; available: " in err["message"]
+
+
 def test_websocket_takes_a_models_aliases(tmp_path):
     """A send may name a model by an alias models.toml gives it, as the OpenAI API takes it;
     an unknown name gets an error frame naming the models and aliases there are."""
@@ -137,7 +147,7 @@ def test_websocket_takes_a_models_aliases(tmp_path):
         assert srv.state.store.get_conversation(frames[0]["conversation"]["id"])["model"] == "scripted-b"
         ws.send(json.dumps({"type": "send", "conversation_id": None, "model": "gpt-5", "content": "hi"}))
         error = ws_until(ws, "error", 30)[-1]["message"]
-        assert error.startswith("no usable model named 'gpt-5'; known: ") and "scripted-b" in error
+        assert error.startswith("the model 'gpt-5' does not exist; available: ") and "scripted-b" in error
         assert error.endswith("(aliases: gpt-4o-mini)")
         ws.close()
     finally:

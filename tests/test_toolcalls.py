@@ -7,6 +7,7 @@ import random
 import pytest
 
 from assistant.toolcalls import VisibleEnd, parse_tool_calls, syntax_markers, visible_end
+from visible_end_reference import full_scan
 
 NAMES = {"get_weather", "calculator"}
 CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
@@ -79,6 +80,8 @@ STREAMED = [
     "[ ```\n{\"name\"}\n```\n[\n ```json\n[",  # a fence completed later holds back what was shown
     "x ``` y\n`` `\n```tool_call\n  [ {}]\n``",
     f"Ok [TOOL_CA\n[TOOL_CALLS] [{CALL}]",
+    "Hi." + "\n" * 300 + "[\n" + " " * 200 + "{\"name\"",  # runs of blanks, then a call
+    "```py\n" + "  \n" * 100 + "```\n" + " " * 50 + "\n{",
 ]
 
 
@@ -86,14 +89,36 @@ STREAMED = [
 @pytest.mark.parametrize("seed", range(4))
 def test_incremental_visible_end_matches_the_full_scan(text, seed):
     # Fed 1-3 characters per token, the scan that resumes where the last one stopped
-    # agrees with a scan of the whole text after every token.
+    # agrees after every token with the old scan of the whole text (tests/visible_end_reference.py).
     markers = syntax_markers()
     rng = random.Random(seed)
     held = VisibleEnd(markers)
     i = 0
     while i < len(text):
         i += rng.randint(1, 3)
-        assert held.update(text[:i]) == visible_end(text[:i], markers), text[:i]
+        assert held.update(text[:i]) == full_scan(text[:i], markers) == visible_end(text[:i], markers), text[:i]
+
+
+def test_incremental_visible_end_on_random_streams():
+    """Random answers built from the pieces that matter (markers and their halves, fences,
+    languages, line-start brackets, blanks), fed 0-8 characters per token."""
+    markers = syntax_markers()
+    pieces = ["Hi", " ", "\n", "\n\n", "  ", "\t", "```", "``", "`", "json", "python", "tool_call", "{", "[",
+              "}", "]", '"', "name", ":", "1", "<tool", "_call>", "</tool_call>", "[TOOL_CALLS]", "\u00a0", "\r\n"]
+    rng = random.Random(7)
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        held = VisibleEnd(markers)
+        i = 0
+        while i < len(text):
+            i += rng.randint(0, 8)
+            assert held.update(text[:i]) == full_scan(text[:i], markers), repr(text[:i])
+
+
+def test_incremental_visible_end_starts_over_on_a_shorter_text():
+    held = VisibleEnd()
+    held.update("```py\ncode\n")
+    assert held.update("```json\n{") == full_scan("```json\n{") == 0
 
 
 def test_format_plugins_declare_their_markers():

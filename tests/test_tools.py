@@ -76,6 +76,19 @@ def test_notes_add_list_search_delete(tmp_path):
     assert run_tool(notes, {"action": "list"}).content == "notes needs the context of a chat (its database) to run"
 
 
+def test_a_context_parameter_of_another_type_is_an_argument():
+    def translate(text: str, context: str = "") -> str:
+        """Translate text.
+
+        context: what the text is about
+        """
+        return f"{text}|{context}"
+
+    tool = tool_from_function(translate)
+    assert not tool.wants_context and "context" in tool.parameters["properties"]
+    assert run_tool(tool, {"text": "bank", "context": "rivers"}).content == "bank|rivers"
+
+
 def test_tool_that_raises_or_hangs_is_contained():
     def boom() -> str:
         """Explodes."""
