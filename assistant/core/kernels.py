@@ -879,8 +879,9 @@ _EXP_C: Final = (np.float32(0.99999994), np.float32(0.69315296), np.float32(0.24
                  np.float32(0.0089925947), np.float32(0.0018762343))
 
 
-def _exp_shifted(row: F32, n: int, m: np.float32) -> np.float32:
-    """row[:n] = exp(row[:n] - m) (every value <= m), in place; returns their sum."""
+def _exp_shifted(row: F32, n: int, m: np.float32, bits: Any) -> np.float32:
+    """row[:n] = exp(row[:n] - m) (every value <= m), in place; returns their sum. ``bits``:
+    int32 scratch of at least n (the caller's, allocated once)."""
     raise NotImplementedError  # only the compiled overload below runs
 
 
@@ -888,9 +889,8 @@ def _exp_overload() -> None:
     from numba.extending import overload
 
     @overload(_exp_shifted, inline="always")
-    def impl(row: Any, n: Any, m: Any) -> Any:
-        def exp_shifted(row: Any, n: Any, m: Any) -> Any:
-            bits = np.empty(n, np.int32)
+    def impl(row: Any, n: Any, m: Any, bits: Any) -> Any:
+        def exp_shifted(row: Any, n: Any, m: Any, bits: Any) -> Any:
             scale = bits.view(np.float32)
             for i in range(n):
                 t = max((row[i] - m) * np.float32(1.4426950408889634), np.float32(-126.0))
@@ -928,6 +928,7 @@ def _attend_blocks_nb(q: F32, k: F32, v: F32, pos: int, window: int, scale: np.f
         kv = item // nb
         blk = item % nb
         p0 = lo0 + blk * bs
+        bits = np.empty(bs, np.int32)
         for r in range(t_rows):
             lo = max(p0, pos + r + 1 - window) if window > 0 else p0
             hi = min(p0 + bs, pos + r + 1)
@@ -949,7 +950,7 @@ def _attend_blocks_nb(q: F32, k: F32, v: F32, pos: int, window: int, scale: np.f
                         part_m[r, kv, blk, g] = d
             if hi > lo:
                 for g in range(group):
-                    part_s[r, kv, blk, g] = _exp_shifted(s[item, r, g, lo - p0:], hi - lo, part_m[r, kv, blk, g])
+                    part_s[r, kv, blk, g] = _exp_shifted(s[item, r, g, lo - p0:], hi - lo, part_m[r, kv, blk, g], bits)
             for p in range(lo, hi):
                 for g in range(group):
                     w = s[item, r, g, p - p0]
