@@ -221,3 +221,26 @@ def test_contradictory_file_fails_at_load_with_a_clear_error(tmp_path, name, met
     path = altered(tmp_path, name, meta, drop)
     with pytest.raises(ValueError, match=message):
         Model(path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_pass_over_drafts_gives_each_row_its_decoding_numbers(name):
+    """Prompt lookup may not change an answer, sampled or greedy: in lean mode a pass over a
+    few rows (drafts being verified) gives each row exactly what decoding it alone gives
+    (products, norms, rope, attention); speed mode's BLAS does not promise that."""
+    from assistant.core.engine import Model
+
+    path = str(DATA / f"{name}.q8_0.gguf")
+    m = Model(path, memory="lean", n_ctx=64)
+    assert m.net.rows_exact()
+    ids = [int(i) for i in np.random.default_rng(3).integers(3, 200, 30)]
+    cache = m.net.new_cache(64)
+    m.net.forward(np.asarray(ids[:20], np.int32), cache)  # a prompt (tiles, BLAS attention)
+    for rows in (2, 5, 9):
+        cache.truncate(20)
+        batch = m.net.forward(np.asarray(ids[20:20 + rows], np.int32), cache, all_logits=True)
+        cache.truncate(20)
+        alone = np.stack([m.net.forward(np.asarray([t], np.int32), cache)[-1] for t in ids[20:20 + rows]])
+        np.testing.assert_array_equal(batch, alone)
+    assert not Model(path, memory="speed", n_ctx=64).net.rows_exact()
+

@@ -164,6 +164,35 @@ def test_prompt_lookup_decoding_gives_identical_greedy_output(smollm2):
 
 
 @pytest.mark.real_model
+def test_prompt_lookup_decoding_gives_identical_sampled_output(smollm2, smollm2_path):
+    """Lean mode verifies drafts with each row's one-row numbers, so lookup runs when sampling
+    too: the same seed gives the same tokens with and without it. Speed mode (BLAS) drafts
+    only for greedy decoding."""
+    from assistant.core.engine import Model
+
+    text = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+    lean = Model(str(smollm2_path), memory="lean", n_ctx=1024)
+    ids = lean.tokenize(f"<|im_start|>user\nRepeat this code exactly:\n{text}<|im_end|>\n<|im_start|>assistant\n",
+                        parse_special=True)
+    accepted = 0.0
+    for seed in range(3):
+        sampling = SamplingSettings(temperature=0.7, top_p=0.9, top_k=40, seed=seed)
+        outs = {}
+        for look in (False, True):
+            lean.reset()
+            pieces = list(lean.generate(ids, GenerationSettings(max_tokens=48, lookup_decoding=look, ignore_eos=True,
+                                                                sampling=sampling)))
+            outs[look] = [p.token for p in pieces if not p.done]
+            if look:
+                accepted += pieces[-1].stats["accepted_tokens"]
+        assert outs[True] == outs[False], seed
+    assert accepted > 0
+    smollm2.reset()
+    speed = list(smollm2.generate(ids, GenerationSettings(max_tokens=16, ignore_eos=True, sampling=sampling)))
+    assert speed[-1].stats["drafted_tokens"] == 0
+
+
+@pytest.mark.real_model
 def test_parallel_sampling_decodes_n_sequences_together(smollm2):
     ids = smollm2.tokenize("<|im_start|>user\nName a fruit.<|im_end|>\n<|im_start|>assistant\n", parse_special=True)
     greedy = [p.token for p in smollm2.generate(ids, GenerationSettings(max_tokens=10, sampling=SamplingSettings(temperature=0)))

@@ -389,8 +389,10 @@ class Model:
         sampler = Sampler(s.sampling, s.constraint.fresh() if s.constraint is not None else None)
         history: list[int] = list(prompt)
         out = _Emitter(self, s)
-        # Prompt-lookup decoding only where it cannot change the output (greedy sampling).
-        drafts = _DraftVerifier(self, s.lookup_decoding and s.sampling.temperature <= 0.0)
+        # Prompt-lookup decoding only where it cannot change the output: greedy sampling, or
+        # any sampling where a pass over drafts gives each row its one-row numbers exactly.
+        exact = s.sampling.temperature <= 0.0 or self.net.rows_exact()
+        drafts = _DraftVerifier(self, s.lookup_decoding and exact)
         t1 = time.perf_counter()
         row = logits[-1] if logits.shape[0] else np.zeros(0, dtype=np.float32)
         if logits.shape[0] == 0:

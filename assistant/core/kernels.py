@@ -1007,6 +1007,10 @@ def attend_rows(q: F32, k: F32, v: F32, pos: int, window: int, scale: float, sof
             k0 = max(0, pos + r + 1 - window) if window > 0 else 0
             out[r] = _attend_one_np(q[:, r], k, v, pos + r + 1, k0, scale, softcap).reshape(-1)
         return out
+    if t > 1:  # one row at a time: each row's blocks, so its numbers, are those of decoding it alone
+        for r in range(t):
+            out[r:r + 1] = attend_rows(q[:, r:r + 1], k, v, pos + r, window, scale, softcap)
+        return out
     lo0 = max(0, pos + 1 - window) if window > 0 else 0
     span = pos + t - lo0
     bs = -(-span // max(1, min(span // ATTENTION_BLOCK, -(-4 * thread_count() // n_kv))))

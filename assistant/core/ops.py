@@ -20,16 +20,21 @@ NEG_INF: Final = np.float32(-np.inf)
 _GELU_A: Final = np.float32(-2.0 * math.sqrt(2.0 / math.pi) * 0.044715)
 _GELU_B: Final = np.float32(-2.0 * math.sqrt(2.0 / math.pi))
 _EXP_MAX: Final = np.float32(88.0)
+# Up to this many rows (decoding, drafts being verified: kernels.FEW_ROWS) are normed one by one.
+ROW_BY_ROW: Final = 16
 
 
 def rms_norm(x: F32, weight: F32, eps: float) -> F32:
     """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
-    if x.ndim == 2 and x.shape[0] == 1:
-        # One row (decoding): a BLAS dot and scalar math instead of five small-array calls,
-        # each with numpy's fixed per-call cost (docs/performance.md, "numpy operations").
-        row = x[0]
-        inv = np.float32(1.0 / math.sqrt(float(np.dot(row, row)) / row.shape[0] + eps))
-        out = x * inv
+    if x.ndim == 2 and x.shape[0] <= ROW_BY_ROW:
+        # Decoding rows: a BLAS dot and scalar math per row instead of five small-array calls,
+        # each with numpy's fixed per-call cost (docs/performance.md, "numpy operations"); and
+        # a row gets the numbers it gets alone, whatever rows come with it (drafts verified).
+        out = np.empty_like(x)
+        for r in range(x.shape[0]):
+            row = x[r]
+            inv = np.float32(1.0 / math.sqrt(float(np.dot(row, row)) / row.shape[0] + eps))
+            np.multiply(row, inv, out=out[r])
         out *= weight
         return out
     # Sums of squares in one pass without a squared temporary (einsum), then small-array
@@ -122,6 +127,8 @@ def rope_inv_freq(head_dim: int, n_rot: int, base: float, freq_scale: float,
 # Up to this head size, decoding rotates with a (head_dim, head_dim) matrix product, faster
 # than the elementwise form for small heads only (docs/performance.md, "numpy operations").
 ROPE_MATRIX_MAX_DIM: Final = 128
+# Rotation matrices cached (positions of one decoding step or pass over drafts, and then some).
+ROPE_MATRICES_KEPT: Final = 64
 
 
 class Rope:
@@ -138,10 +145,9 @@ class Rope:
         self.inv = rope_inv_freq(head_dim, n_rot, base, freq_scale, factors)
         self._cos = np.zeros((0, n_rot // 2), dtype=np.float32)
         self._sin = np.zeros((0, n_rot // 2), dtype=np.float32)
-        # The rotation matrix of the last single position asked for (every layer of one
-        # decoding step rotates at the same position).
-        self._rot_pos = -1
-        self._rot = np.eye(head_dim, dtype=np.float32)
+        # The rotation matrices of the positions last asked for (every layer of one decoding
+        # step, or of one pass over drafts, rotates at the same few positions).
+        self._rots: dict[int, F32] = {}
         half = n_rot // 2
         i = np.arange(half)
         # Where cos and sin go in a rotation matrix: out = x @ R, with
@@ -160,14 +166,17 @@ class Rope:
 
     def rotation(self, pos: int) -> F32:
         """The ``(head_dim, head_dim)`` matrix that rotates a row at ``pos``: ``x @ R``."""
-        if pos != self._rot_pos:
+        r = self._rots.get(pos)
+        if r is None:
+            if len(self._rots) >= ROPE_MATRICES_KEPT:
+                self._rots.clear()
             cos_t, sin_t = self._tables(pos + 1)
-            r = self._rot
+            r = np.eye(self.head_dim, dtype=np.float32)
             r[self._diag] = np.concatenate([cos_t[pos], cos_t[pos]])
             r[self._minus_sin] = -sin_t[pos]
             r[self._plus_sin] = sin_t[pos]
-            self._rot_pos = pos
-        return self._rot
+            self._rots[pos] = r
+        return r
 
     def apply(self, x: F32, pos: int, same_position: bool = False) -> F32:
         """Rotate ``x`` ``(n_heads, T, head_dim)`` in place for positions ``pos .. pos+T-1``
@@ -179,6 +188,11 @@ class Rope:
             # add exact zeros, so this is the same rotation up to float32 rounding.
             n_heads, _, hd = x.shape
             x[...] = (x.reshape(n_heads * t, hd) @ self.rotation(pos)).reshape(x.shape)
+            return x
+        if t <= ROW_BY_ROW and self.head_dim <= ROPE_MATRIX_MAX_DIM:
+            # Drafts being verified: each position as it is rotated when decoded alone.
+            for r in range(t):
+                x[:, r] = np.ascontiguousarray(x[:, r]) @ self.rotation(pos + r)
             return x
         end = pos + 1 if same_position else pos + t
         cos_t, sin_t = self._tables(end)

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from . import kernels
 from .gguf import GGUFFile
 from .ops import attention, rms_norm, softcap_inplace
-from .weights import Linear, WeightLoader
+from .weights import Linear, QuantLinear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -193,6 +193,7 @@ class Transformer:
         # > 0: logits are capped to cap * tanh(logit / cap) (Gemma 2).
         self.final_softcap = 0.0
         self._prepared = False
+        self._rows_exact: bool | None = None
 
     # --------------------------------------------------------------- architecture hooks
     def make_block(self, layer: int) -> Block:
@@ -365,6 +366,15 @@ class Transformer:
         norm = float(np.linalg.norm(mean))
         out: F32 = (mean / norm if norm > 0.0 else mean).astype(np.float32)
         return out
+
+    def rows_exact(self) -> bool:
+        """Whether a pass over a few rows (drafts being verified) gives each row exactly the
+        numbers of a pass over it alone: lean mode's kernels, every product on the quantized
+        tiles (BLAS's matrix-matrix and matrix-vector products round differently)."""
+        if self._rows_exact is None:
+            self._rows_exact = self.memory == "lean" and kernels.HAVE_NUMBA and all(
+                isinstance(lin, QuantLinear) for lin in self.linears())
+        return self._rows_exact
 
     def linears(self) -> list[Linear]:
         """Every matrix product of one token's forward pass, in order, the head last."""
