@@ -17,7 +17,7 @@ from .gguf import GGUFFile, open_gguf
 from .models import build_model
 from .sampling import Sampler, SamplingSettings, TokenConstraint, log_softmax
 from .tokenizer import StreamingDetokenizer, Tokenizer, tokenizer_from_gguf
-from .transformer import ContextFullError, KVCache, Transformer
+from .transformer import EXACT_ROWS, ContextFullError, KVCache, Transformer
 
 F32 = npt.NDArray[np.float32]
 
@@ -128,6 +128,8 @@ LOOKUP_MIN_CONTEXT: Final = 3
 LOOKUP_MAX_CONTEXT: Final = 8
 # First and largest draft where the products run on the quantized kernels (see LookupState).
 LOOKUP_DRAFT_QUANT: Final = (4, 8)
+# A pass over [token] + the longest draft stays on the exact one-row routes (sampled lookup).
+assert LOOKUP_DRAFT_QUANT[1] + 1 <= EXACT_ROWS
 
 
 class LookupState:
@@ -391,8 +393,7 @@ class Model:
         out = _Emitter(self, s)
         # Prompt-lookup decoding only where it cannot change the output: greedy sampling, or
         # any sampling where a pass over drafts gives each row its one-row numbers exactly.
-        exact = s.sampling.temperature <= 0.0 or self.net.rows_exact()
-        drafts = _DraftVerifier(self, s.lookup_decoding and exact)
+        drafts = _DraftVerifier(self, s.lookup_decoding and (s.sampling.temperature <= 0.0 or self.net.rows_exact()))
         t1 = time.perf_counter()
         row = logits[-1] if logits.shape[0] else np.zeros(0, dtype=np.float32)
         if logits.shape[0] == 0:

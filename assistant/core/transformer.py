@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from . import kernels
 from .gguf import GGUFFile
-from .ops import attention, rms_norm, softcap_inplace
-from .weights import Linear, QuantLinear, WeightLoader
+from .ops import ROW_BY_ROW, attention, rms_norm, softcap_inplace
+from .weights import QUANT_KERNEL_ROWS, Linear, QuantLinear, WeightLoader
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -32,6 +32,11 @@ PREPARE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 # is not worth the hand-off (at 256 x 512 pairs the threads measured even; they pay on long
 # prompts, docs/performance.md).
 ATTENTION_THREADS_MIN: Final = 1 << 17
+
+
+# Passes over this many rows at most take every one-row route (products, norms, rope,
+# attention): see Transformer.rows_exact.
+EXACT_ROWS: Final = min(ROW_BY_ROW, kernels.FEW_ROWS, QUANT_KERNEL_ROWS, KERNEL_ATTENTION_ROWS)
 
 
 class ContextFullError(ValueError):
@@ -368,9 +373,9 @@ class Transformer:
         return out
 
     def rows_exact(self) -> bool:
-        """Whether a pass over a few rows (drafts being verified) gives each row exactly the
-        numbers of a pass over it alone: lean mode's kernels, every product on the quantized
-        tiles (BLAS's matrix-matrix and matrix-vector products round differently)."""
+        """Whether a pass over up to EXACT_ROWS rows (drafts being verified) gives each row
+        exactly the numbers of a pass over it alone: lean mode's kernels, every product on the
+        quantized tiles (BLAS's matrix-matrix and matrix-vector products round differently)."""
         if self._rows_exact is None:
             self._rows_exact = self.memory == "lean" and kernels.HAVE_NUMBA and all(
                 isinstance(lin, QuantLinear) for lin in self.linears())
