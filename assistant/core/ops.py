@@ -139,8 +139,11 @@ class Rope:
     """
 
     def __init__(self, head_dim: int, n_rot: int, base: float, freq_scale: float = 1.0,
-                 factors: npt.NDArray[np.float32] | None = None) -> None:
+                 factors: npt.NDArray[np.float32] | None = None, exact_rows: bool = False) -> None:
         self.head_dim = head_dim
+        # Rotate a few rows each as when decoded alone (slower than elementwise): where the
+        # rest of the pass is exact too (Transformer.exact_rows).
+        self.exact_rows = exact_rows
         self.n_rot = n_rot
         self.inv = rope_inv_freq(head_dim, n_rot, base, freq_scale, factors)
         self._cos = np.zeros((0, n_rot // 2), dtype=np.float32)
@@ -189,7 +192,7 @@ class Rope:
             n_heads, _, hd = x.shape
             x[...] = (x.reshape(n_heads * t, hd) @ self.rotation(pos)).reshape(x.shape)
             return x
-        if t <= ROW_BY_ROW and self.head_dim <= ROPE_MATRIX_MAX_DIM:
+        if self.exact_rows and t <= ROW_BY_ROW and self.head_dim <= ROPE_MATRIX_MAX_DIM:
             # Drafts being verified: each position as it is rotated when decoded alone.
             for r in range(t):
                 x[:, r] = np.ascontiguousarray(x[:, r]) @ self.rotation(pos + r)

@@ -25,7 +25,8 @@ from .weights import QUANT_KERNEL_ROWS, Linear, QuantLinear, WeightLoader
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
-# Up to this many rows of one sequence attend through the decoding kernel, in one call.
+# Up to this many rows of one sequence attend through the decoding kernel, a row at a time
+# (each as when decoded alone).
 KERNEL_ATTENTION_ROWS: Final = 16
 PREPARE_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 # Prompt attention with fewer (query, key) pairs than this stays on one thread: a short chunk
@@ -191,6 +192,8 @@ class Transformer:
         self.args = args
         self.loader = WeightLoader(f, memory)
         self.memory = memory
+        # Where a pass over a few rows can give each its one-row numbers (see rows_exact).
+        self.exact_rows = memory == "lean" and kernels.HAVE_NUMBA
         self._blocks: list[Block | None] = [None] * args.n_layers
         self._head: Linear | None = None
         self.output_norm = self.loader.vector("output_norm.weight")
@@ -377,8 +380,7 @@ class Transformer:
         exactly the numbers of a pass over it alone: lean mode's kernels, every product on the
         quantized tiles (BLAS's matrix-matrix and matrix-vector products round differently)."""
         if self._rows_exact is None:
-            self._rows_exact = self.memory == "lean" and kernels.HAVE_NUMBA and all(
-                isinstance(lin, QuantLinear) for lin in self.linears())
+            self._rows_exact = self.exact_rows and all(isinstance(lin, QuantLinear) for lin in self.linears())
         return self._rows_exact
 
     def linears(self) -> list[Linear]:
@@ -445,20 +447,20 @@ def _attend_on_threads(q: F32, keys: F32, values: F32, pos: int, scale: float, w
     n_kv = keys.shape[0]
     group = n_heads // n_kv
     n = kernels.thread_count()
-    split = 1 if n_kv % n == 0 else min(group, n)  # cut each group when the KV heads do not divide
-    pieces = [(j, j * group + i * group // split, j * group + (i + 1) * group // split)
-              for j in range(n_kv) for i in range(split)]
-    out = np.empty((t, n_heads * hd), dtype=np.float32)
-
-    def run(piece: tuple[int, int, int]) -> None:
-        j, h0, h1 = piece
-        if h1 > h0:
-            out[:, h0 * hd:h1 * hd] = attention(q[h0:h1], keys[j:j + 1], values[j:j + 1], pos, scale, window,
-                                                softcap)
-
     with kernels.blas_on_caller():
         if n == 1 or t * (pos + t) < ATTENTION_THREADS_MIN:
             return attention(q, keys, values, pos, scale, window, softcap)
+        split = 1 if n_kv % n == 0 else min(group, n)  # cut each group when the KV heads do not divide
+        pieces = [(j, j * group + i * group // split, j * group + (i + 1) * group // split)
+                  for j in range(n_kv) for i in range(split)]
+        out = np.empty((t, n_heads * hd), dtype=np.float32)
+
+        def run(piece: tuple[int, int, int]) -> None:
+            j, h0, h1 = piece
+            if h1 > h0:
+                out[:, h0 * hd:h1 * hd] = attention(q[h0:h1], keys[j:j + 1], values[j:j + 1], pos, scale, window,
+                                                    softcap)
+
         pool = _pools.get(n) or _pools.setdefault(n, ThreadPoolExecutor(n, thread_name_prefix="attention"))
         list(pool.map(run, pieces))
     return out

@@ -46,7 +46,7 @@ class Gemma2(Gemma):
         a = cast(Gemma2Args, args)
         self.attn_softcap = a.attn_softcap
         self.final_softcap = a.final_softcap
-        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale)
+        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, exact_rows=self.exact_rows)
 
     def make_block(self, layer: int) -> Block:
         window = self.args.sliding_window if layer % 2 == 0 else 0

@@ -103,8 +103,8 @@ class Gemma3(Gemma):
     def __init__(self, f: GGUFFile, args: ModelArgs, memory: str = "speed") -> None:
         super().__init__(f, args, memory)
         a = cast(Gemma3Args, args)
-        self.global_rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale)
-        self.local_rope = Rope(a.head_dim, a.n_rot, a.local_rope_base, 1.0)
+        self.global_rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, exact_rows=self.exact_rows)
+        self.local_rope = Rope(a.head_dim, a.n_rot, a.local_rope_base, 1.0, exact_rows=self.exact_rows)
 
     def is_local(self, layer: int) -> bool:
         return self.args.sliding_window > 0 and (layer + 1) % SWA_PERIOD != 0

@@ -174,7 +174,7 @@ class Llama(Transformer):
             if factors.shape[0] < a.n_rot // 2:
                 raise ValueError(f"{f.path}: rope_freqs.weight has {factors.shape[0]} factors, "
                                  f"expected {a.n_rot // 2}")
-        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, factors)
+        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, factors, self.exact_rows)
 
     def layer_rope(self, layer: int) -> Rope | None:
         step = self.llama_args.no_rope_layer_step

@@ -57,7 +57,7 @@ class Phi3(Llama):
         a = self.args
         padded = (n_ctx + CTX_PAD - 1) // CTX_PAD * CTX_PAD
         factors = self.long_factors if padded > self.phi3_args.original_ctx else self.short_factors
-        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, factors)
+        self.rope = Rope(a.head_dim, a.n_rot, a.rope_base, a.rope_freq_scale, factors, self.exact_rows)
         for b in self._blocks:  # blocks built already rotate with the new factors
             if isinstance(b, LlamaBlock):
                 b.attn.rope = self.rope
