@@ -408,30 +408,41 @@ HAVE_VNNI: Final = _compiles_vnni()
 INT8_ACTIVATIONS = os.environ.get("ASSISTANT_INT8", "1" if HAVE_VNNI else "0") in ("1", "true", "yes")
 
 
-def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: int, col: int, nb: int,
-           qpg: int, ldx: int, ldy: int, offset: np.float32, native: Any) -> None:
-    """One tile: y[t0 .. t0+QT, col .. col+16*QV] from a chunk's repacked codes (see _qtile_ir)."""
+def _qtile(wq: Any, xq: Any, dx: Any, xs: Any, sc: Any, mn: Any, y: Any, t0: int, c: int, col: int, nb: int,
+           ldx: int, ldy: int, mflag: int, offset: np.float32, native: Any) -> None:
+    """One tile: y[t0 .. t0+QT, c*W+col .. +16*QV] from a chunk's repacked codes (see _qtile_ir)."""
     raise NotImplementedError  # only the compiled intrinsic runs
 
 
 class _IR:
-    """What the integer kernels' IR emitters share: types, pointers, splats, the 4-byte dot and
-    a group's scaling. Subclasses set the rows, their scales and the accumulators."""
-
-    rows: list[Any]  # i64 row indexes of the rows in registers
-    nb: Any  # groups per row
-    dxp: Any  # (T, nb) row scales
-    xsp: Any  # (T, nb) row scale x code sum
-    iacc: list[list[Any]]  # [row][16 outputs] int32 sums of the group
-    facc: list[list[Any]]  # [row][16 outputs] float sums
+    """What the integer kernels' IR emitters share: the arguments (both intrinsics take the
+    same ones: codes, activations (T, ldx) words of 4 int8, row scales and scale x code sums
+    (T, nb), weight scales and minimums (C, nb, 64) as stored, y (T, ldy), first row, chunk,
+    first output in the chunk, nb, ldx, ldy, mflag (0: mins is one row of zeros), offset, the
+    form's marker), ``rt`` rows x ``16 * qv`` outputs of accumulators, the 4-byte dot, a group's
+    scaling and the store. Subclasses read the codes."""
 
     def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any,
-                 native: int) -> None:
+                 rt: int, qv: int) -> None:
+        from numba.core import types
+
         self.ir, self.cg, self.b = ir, cgutils, b
         self.context, self.signature, self.args = context, signature, args
         self.i8, self.i32, self.i64, self.f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
         self.vi, self.vf = ir.VectorType(self.i32, 16), ir.VectorType(self.f32, 16)
-        self.native = signature.args[native].signed is False  # uint8 marker: vpdpbusd, int8: portable IR
+        self.native = signature.args[-1].signed is False  # uint8 marker: vpdpbusd, int8: portable IR
+        self.rt, self.qv = rt, qv
+        self.half = signature.args[4].dtype == types.uint16  # float16 scale bits, else float32
+        self.xp = self.ptr(1, self.i32)
+        self.dxp, self.xsp = self.ptr(2, self.f32), self.ptr(3, self.f32)
+        sty = ir.IntType(16) if self.half else self.f32
+        self.scp, self.mnp, self.yp = self.ptr(4, sty), self.ptr(5, sty), self.ptr(6, self.f32)
+        t0, self.c, self.col, self.nb, self.ldx, self.ldy, self.mflag = self.i64s(7, 14)
+        self.offset = args[14]
+        self.rows = [b.add(t0, self.c64(t)) for t in range(rt)]
+        zero_f = ir.Constant(self.vf, [0.0] * 16)
+        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(qv)] for _ in range(rt)]
+        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(qv)] for _ in range(rt)]
 
     def ptr(self, i: int, ty: Any) -> Any:
         """Argument ``i``'s (an array's) data as a pointer to ``ty``."""
@@ -465,78 +476,83 @@ class _IR:
             acc = b.add(acc, b.shuffle_vector(p, p, ir.Constant(vi, [4 * i + k for i in range(16)])))
         return acc
 
-
     def fma(self, a: Any, b: Any, c: Any) -> Any:
         fn = self.cg.get_or_insert_function(self.b.module, self.ir.FunctionType(self.vf, [self.vf] * 3),
                                             "llvm.fma.v16f32")
         return self.b.call(fn, [a, b, c])
 
-    def fold(self, g: Any, scs: list[Any], mns: list[Any], offset: Any) -> None:
-        """Group ``g``'s int32 sums into the float sums: dot x weight scale x row scale, plus
-        (minimum - offset x weight scale) x row scale x code sum. Fused steps written out, so
-        every emitter rounds alike whatever LLVM would contract (a row's result may not depend
-        on which kernel computed it)."""
+    def clear(self) -> None:
+        """Zero the int32 sums (before each group)."""
+        for row in self.iacc:
+            for acc in row:
+                self.b.store(self.ir.Constant(self.vi, [0] * 16), acc)
+
+    def dots(self, ws: list[Any], xword: Any) -> None:
+        """Code words ``ws`` (four inputs of each output) times every row's activation word
+        ``xword`` (the same four inputs), into the int32 sums."""
         b = self.b
-        neg = self.splat(b.fneg(offset), self.vf)
-        mls = [self.fma(neg, sc, mn) for sc, mn in zip(scs, mns)]
+        for t in range(self.rt):
+            xw = self.splat(b.load(b.gep(self.xp, [b.add(b.mul(self.rows[t], self.ldx), xword)])), self.vi)
+            for v in range(self.qv):
+                b.store(self.dp4(b.load(self.iacc[t][v]), ws[v], xw), self.iacc[t][v])
+
+    def scales(self, p: Any, off: Any) -> Any:
+        if self.half:
+            h = self.b.load(self.at(p, off, self.ir.VectorType(self.ir.IntType(16), 16)), align=2)
+            return self.b.fpext(self.b.bitcast(h, self.ir.VectorType(self.ir.HalfType(), 16)), self.vf)
+        return self.b.load(self.at(p, off, self.vf), align=4)
+
+    def scale(self, g: Any) -> None:
+        """Group ``g``'s int32 sums into the float sums: dot x weight scale x row scale, plus
+        (minimum - offset x weight scale) x row scale x code sum, scales as stored. Fused steps
+        written out, so every emitter rounds alike whatever LLVM would contract (a row's result
+        may not depend on which kernel computed it)."""
+        b = self.b
+        cb = b.add(b.mul(self.c, self.nb), g)
+        s0 = b.add(b.mul(cb, self.c64(W)), self.col)
+        m0 = b.add(b.mul(b.mul(cb, self.mflag), self.c64(W)), self.col)  # mflag 0: one row of zeros
+        neg = self.splat(b.fneg(self.offset), self.vf)
+        scs = [self.scales(self.scp, b.add(s0, self.c64(16 * v))) for v in range(self.qv)]
+        mls = [self.fma(neg, sc, self.scales(self.mnp, b.add(m0, self.c64(16 * v)))) for v, sc in enumerate(scs)]
         for t, row in enumerate(self.rows):
             k = b.add(b.mul(row, self.nb), g)
             d = self.splat(b.load(b.gep(self.dxp, [k])), self.vf)
             s = self.splat(b.load(b.gep(self.xsp, [k])), self.vf)
-            for v in range(len(scs)):
+            for v in range(self.qv):
                 dot = b.sitofp(b.load(self.iacc[t][v]), self.vf)
                 acc = self.fma(dot, b.fmul(scs[v], d, flags=("nsz",)), b.load(self.facc[t][v]))
                 b.store(self.fma(mls[v], s, acc), self.facc[t][v])
 
+    def store(self) -> None:
+        """The float sums into y."""
+        b = self.b
+        for t in range(self.rt):
+            base = b.add(b.add(b.mul(self.rows[t], self.ldy), b.mul(self.c, self.c64(W))), self.col)
+            for v in range(self.qv):
+                b.store(b.load(self.facc[t][v]), self.at(self.yp, b.add(base, self.c64(16 * v)), self.vf), align=4)
+
 
 class _TileIR(_IR):
-    """Emits one prompt tile's LLVM IR (see :func:`_qtile_ir`): pointers from the arrays, then
-    a loop over the chunk's groups, each a loop over its quads of inputs."""
+    """Emits one prompt tile's LLVM IR (see :func:`_qtile_ir`): a loop over the chunk's groups,
+    each a loop over its quads of inputs, the codes already repacked into words."""
 
     def __init__(self, ir: Any, cgutils: Any, context: Any, b: Any, signature: Any, args: Any) -> None:
-        super().__init__(ir, cgutils, context, b, signature, args, 14)
-        self.wp, self.xp = self.ptr(0, self.i32), self.ptr(1, self.i32)  # wq (nb*qpg, 64) words of 4 codes; xq (T, ldx) words
-        self.dxp, self.xsp = self.ptr(2, self.f32), self.ptr(3, self.f32)  # (T, nb): scale, scale * sum of codes
-        self.slp, self.mlp, self.yp = self.ptr(4, self.f32), self.ptr(5, self.f32), self.ptr(6, self.f32)  # (nb, 64) x2; (T, ldy)
-        t0, self.col, self.nb, self.qpg, self.ldx, self.ldy = self.i64s(7, 13)
-        self.offset = args[13]
-        self.rows = [b.add(t0, self.c64(t)) for t in range(QT)]
-        zero_f = ir.Constant(self.vf, [0.0] * 16)
-        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(QV)] for _ in range(QT)]
-        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(QV)] for _ in range(QT)]
+        super().__init__(ir, cgutils, context, b, signature, args, QT, QV)
+        self.wp = self.ptr(0, self.i32)  # wq (nb*qpg, 64) words of 4 codes, from output col
+        self.qpg = b.udiv(self.ldx, self.nb)  # quads per group
 
     def emit(self) -> None:
         b = self.b
         with self.cg.for_range(b, self.nb) as group:
             g = group.index
-            for row in self.iacc:
-                for acc in row:
-                    b.store(self.ir.Constant(self.vi, [0] * 16), acc)
+            self.clear()
             with self.cg.for_range(b, self.qpg) as quad:
-                self.dots(b.add(b.mul(g, self.qpg), quad.index))
+                q = b.add(b.mul(g, self.qpg), quad.index)
+                w0 = b.mul(q, self.c64(64))
+                self.dots([b.load(self.at(self.wp, b.add(w0, self.c64(16 * v)), self.vi), align=4)
+                           for v in range(QV)], q)
             self.scale(g)
-        for t in range(QT):
-            for v in range(QV):
-                off = b.add(b.add(b.mul(self.rows[t], self.ldy), self.col), self.c64(16 * v))
-                b.store(b.load(self.facc[t][v]), self.at(self.yp, off, self.vf), align=4)
-
-    def dots(self, q: Any) -> None:
-        """Quad ``q`` (4 inputs) of every row times the tile's outputs, into the int32 sums."""
-        b = self.b
-        w0 = b.mul(q, self.c64(64))
-        ws = [b.load(self.at(self.wp, b.add(w0, self.c64(16 * v)), self.vi), align=4) for v in range(QV)]
-        for t in range(QT):
-            xw = self.splat(b.load(b.gep(self.xp, [b.add(b.mul(self.rows[t], self.ldx), q)])), self.vi)
-            for v in range(QV):
-                b.store(self.dp4(b.load(self.iacc[t][v]), ws[v], xw), self.iacc[t][v])
-
-    def scale(self, g: Any) -> None:
-        """Group ``g``'s scaling (:meth:`_IR.fold`), scales and minimums from the chunk's scratch."""
-        b = self.b
-        s0 = b.mul(g, self.c64(64))
-        scs = [b.load(self.at(self.slp, b.add(s0, self.c64(16 * v)), self.vf), align=4) for v in range(QV)]
-        mns = [b.load(self.at(self.mlp, b.add(s0, self.c64(16 * v)), self.vf), align=4) for v in range(QV)]
-        self.fold(g, scs, mns, self.offset)
+        self.store()
 
 
 class _RowsIR(_IR):
@@ -549,23 +565,11 @@ class _RowsIR(_IR):
                  rt: int, qv: int) -> None:
         from numba.core import types
 
-        super().__init__(ir, cgutils, context, b, signature, args, 15)
-        self.rt, self.qv = rt, qv
+        super().__init__(ir, cgutils, context, b, signature, args, rt, qv)
         self.four = signature.args[0].dtype == types.uint8  # 4-bit codes, else int8
-        self.half = signature.args[4].dtype == types.uint16  # float16 scale bits, else float32
         self.cp = self.ptr(0, self.i8)  # codes (C, nb, R, 64): R = g/2 bytes of two codes, or g codes
-        self.xp = self.ptr(1, self.i32)  # activations (T, ldx) words of 4 int8
-        self.dxp, self.xsp = self.ptr(2, self.f32), self.ptr(3, self.f32)  # (T, nb)
-        sty = ir.IntType(16) if self.half else self.f32
-        self.scp, self.mnp, self.yp = self.ptr(4, sty), self.ptr(5, sty), self.ptr(6, self.f32)  # (C, nb, 64) x2; (T, ldy)
-        t0, self.c, self.col, self.nb, self.ldx, self.ldy, self.mflag = self.i64s(7, 14)
-        self.offset = args[14]
         codes = context.make_array(signature.args[0])(context, b, args[0])
         self.r = cgutils.unpack_tuple(b, codes.shape, 4)[2]
-        self.rows = [b.add(t0, self.c64(t)) for t in range(rt)]
-        zero_f = ir.Constant(self.vf, [0.0] * 16)
-        self.facc = [[cgutils.alloca_once_value(b, zero_f) for _ in range(qv)] for _ in range(rt)]
-        self.iacc = [[cgutils.alloca_once(b, self.vi) for _ in range(qv)] for _ in range(rt)]
 
     def emit(self) -> None:
         b, ir = self.b, self.ir
@@ -573,9 +577,7 @@ class _RowsIR(_IR):
         with self.cg.for_range(b, self.nb) as group:
             g = group.index
             cb = b.add(cb0, g)
-            for row in self.iacc:
-                for acc in row:
-                    b.store(ir.Constant(self.vi, [0] * 16), acc)
+            self.clear()
             with self.cg.for_range(b, b.udiv(self.r, self.c64(4))) as quad:
                 q = quad.index
                 ws = self.words(b.add(b.mul(b.add(b.mul(cb, self.r), b.mul(q, self.c64(4))), self.c64(W)), self.col))
@@ -588,11 +590,8 @@ class _RowsIR(_IR):
                 else:  # int8 codes + 128 as unsigned bytes (the offset 128 is folded in the scaling)
                     flip = ir.Constant(self.vi, [-0x7F7F7F80] * 16)
                     self.dots([b.xor(w, flip) for w in ws], b.add(b.mul(g, b.udiv(self.r, self.c64(4))), q))
-            self.scale(g, cb)
-        for t in range(self.rt):
-            base = b.add(b.add(b.mul(self.rows[t], self.ldy), b.mul(self.c, self.c64(W))), self.col)
-            for v in range(self.qv):
-                b.store(b.load(self.facc[t][v]), self.at(self.yp, b.add(base, self.c64(16 * v)), self.vf), align=4)
+            self.scale(g)
+        self.store()
 
     def words(self, base: Any) -> list[Any]:
         """Four rows of ``16 * qv`` code bytes at ``base`` (one input each) as ``qv`` vectors of
@@ -608,28 +607,6 @@ class _RowsIR(_IR):
         return [b.shuffle_vector(words, ir.Constant(words.type, None), ir.Constant(self.vi, list(range(16 * v, 16 * v + 16))))
                 for v in range(self.qv)]
 
-    def dots(self, ws: list[Any], xword: Any) -> None:
-        b = self.b
-        for t in range(self.rt):
-            xw = self.splat(b.load(b.gep(self.xp, [b.add(b.mul(self.rows[t], self.ldx), xword)])), self.vi)
-            for v in range(self.qv):
-                b.store(self.dp4(b.load(self.iacc[t][v]), ws[v], xw), self.iacc[t][v])
-
-    def scales(self, p: Any, off: Any) -> Any:
-        if self.half:
-            h = self.b.load(self.at(p, off, self.ir.VectorType(self.ir.IntType(16), 16)), align=2)
-            return self.b.fpext(self.b.bitcast(h, self.ir.VectorType(self.ir.HalfType(), 16)), self.vf)
-        return self.b.load(self.at(p, off, self.vf), align=4)
-
-    def scale(self, g: Any, cb: Any) -> None:
-        """Group ``g``'s scaling (:meth:`_IR.fold`), scales and minimums read from the tiles."""
-        b = self.b
-        s0 = b.add(b.mul(cb, self.c64(W)), self.col)
-        m0 = b.add(b.mul(b.mul(cb, self.mflag), self.c64(W)), self.col)  # mflag 0: one row of zeros
-        scs = [self.scales(self.scp, b.add(s0, self.c64(16 * v))) for v in range(self.qv)]
-        mns = [self.scales(self.mnp, b.add(m0, self.c64(16 * v))) for v in range(self.qv)]
-        self.fold(g, scs, mns, self.offset)
-
 
 def _qtile_ir() -> Any:
     # numba has no vector types, so the tile is written as LLVM IR: integer accumulators per
@@ -641,9 +618,9 @@ def _qtile_ir() -> Any:
     from numba.core.extending import intrinsic
 
     @intrinsic
-    def qtile(typingctx: Any, wq: Any, xq: Any, dx: Any, xs: Any, sl: Any, ml: Any, y: Any, t0: Any, col: Any,
-              nb: Any, qpg: Any, ldx: Any, ldy: Any, offset: Any, native: Any) -> Any:
-        sig = types.void(wq, xq, dx, xs, sl, ml, y, t0, col, nb, qpg, ldx, ldy, offset, native)
+    def qtile(typingctx: Any, wq: Any, xq: Any, dx: Any, xs: Any, sc: Any, mn: Any, y: Any, t0: Any, c: Any,
+              col: Any, nb: Any, ldx: Any, ldy: Any, mflag: Any, offset: Any, native: Any) -> Any:
+        sig = types.void(wq, xq, dx, xs, sc, mn, y, t0, c, col, nb, ldx, ldy, mflag, offset, native)
 
         def codegen(context: Any, b: Any, signature: Any, args: Any) -> Any:
             _TileIR(ir, cgutils, context, b, signature, args).emit()
@@ -766,31 +743,21 @@ def _qrows_nb(x: F32, g: int, xq: I8, dx: F32, xs: F32, codes: Any, offset: np.f
 
 
 @_jit(parallel=True)
-def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, y: F32,
-              native: Any) -> None:
+def _qgemm_nb(xq: I8, dx: F32, xs: F32, codes: Any, offset: np.float32, scales: SC, mins: SC, mflag: int,
+              y: F32, native: Any) -> None:
     # xq (T, n_in) int8 with T a multiple of QT; codes (C, nb, g, W) int8 or (C, nb, g/2, W) 4-bit;
-    # y (T, C*W)
+    # scales/mins as stored (C, nb, W), mins (1, 1, W) zeros with mflag 0; y (T, C*W)
     n_chunks, nb = codes.shape[0], codes.shape[1]
     g = xq.shape[1] // nb
-    has_mins = mins.shape[0] > 0
     xw = xq.view(np.int32).ravel()
     dxf, xsf, yf = dx.ravel(), xs.ravel(), y.ravel()
     for c in prange(n_chunks):
         wq = np.empty((nb, g // 4, W, 4), np.uint8)
-        sl = np.empty((nb, W), np.float32)
-        ml = np.empty((nb, W), np.float32)
         _repack_chunk(codes, offset, c, wq)
-        for b in range(nb):
-            for o in range(W):
-                s = _scale_f32(scales[c, b, o])
-                sl[b, o] = s
-                ml[b, o] = _scale_f32(mins[c, b, o]) if has_mins else np.float32(0.0)
         for h in range(0, W, 16 * QV):  # one half of the chunk's outputs for every tile of rows
             wf = wq.view(np.int32).ravel()[h:]
-            slf = sl.ravel()[h:]
-            mlf = ml.ravel()[h:]
             for t0 in range(0, xq.shape[0], QT):
-                _qtile(wf, xw, dxf, xsf, slf, mlf, yf, t0, c * W + h, nb, g // 4, xq.shape[1] // 4, y.shape[1],
+                _qtile(wf, xw, dxf, xsf, scales, mins, yf, t0, c, h, nb, xq.shape[1] // 4, y.shape[1], mflag,
                        offset, native)
 
 
@@ -844,28 +811,30 @@ def qgemm_int8(x: F32, codes: Any, offset: float, scales: SC, mins: SC, y: F32) 
     if x.shape[1] != nb * g or codes.shape[2] % 4 or y.shape != (t, c * W):
         raise ValueError(f"shapes do not fit: x {x.shape}, codes {codes.shape}, y {y.shape}")
     off = np.float32(offset if codes.dtype == np.uint8 else 128.0)
-    # The rows kernel addresses the arrays' memory itself: C order only (the tiles always are).
-    if HAVE_NUMBA and t <= FEW_ROWS and all(a.flags.c_contiguous for a in (y, codes, scales, mins)):
-        xq = np.empty((t, x.shape[1]), np.int8)
-        dx = np.empty((t, nb), np.float32)
-        xs = np.empty((t, nb), np.float32)
-        has_mins = mins.shape[0] > 0
-        mz = mins if has_mins else _zero_mins(scales.dtype)
-        _apply_threads()
-        with _parallel:
-            _qrows_nb(np.ascontiguousarray(x, dtype=np.float32), g, xq, dx, xs, codes, off, scales, mz,
-                      int(has_mins), y, _NATIVE)
-        return
-    xq, dx, xs = quantize_rows(x, g)
     if HAVE_NUMBA:
+        # The kernels address the tiles' memory themselves: C order (the stored tiles are, so
+        # these are no copies), and one row of zero minimums where there are none.
+        codes, scales = np.ascontiguousarray(codes), np.ascontiguousarray(scales)
+        has_mins = mins.shape[0] > 0
+        mz = np.ascontiguousarray(mins) if has_mins else _zero_mins(scales.dtype)
+        _apply_threads()
+        if t <= FEW_ROWS and y.flags.c_contiguous:
+            xq = np.empty((t, x.shape[1]), np.int8)
+            dx = np.empty((t, nb), np.float32)
+            xs = np.empty((t, nb), np.float32)
+            with _parallel:
+                _qrows_nb(np.ascontiguousarray(x, dtype=np.float32), g, xq, dx, xs, codes, off, scales, mz,
+                          int(has_mins), y, _NATIVE)
+            return
+        xq, dx, xs = quantize_rows(x, g)
         whole = t == xq.shape[0] and y.flags.c_contiguous
         yp = y if whole else np.empty((xq.shape[0], y.shape[1]), np.float32)
-        _apply_threads()
         with _parallel:
-            _qgemm_nb(xq, dx, xs, codes, off, scales, mins, yp, _NATIVE)
+            _qgemm_nb(xq, dx, xs, codes, off, scales, mz, int(has_mins), yp, _NATIVE)
         if not whole:
             y[...] = yp[:t]
         return
+    xq, dx, xs = quantize_rows(x, g)
     xr = (xq[:t].reshape(t, -1, g).astype(np.float32) * dx[:t, :, None]).reshape(t, -1)
     banded(xr, c, expand_tiles(codes, offset, scales, mins), y)
 
